@@ -1,0 +1,217 @@
+#pragma once
+/// \file
+/// `DenseNet`: the whole (SE-)DenseNet-BC classifier, named exactly as PyTorch's models.
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/functional/pooling.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/modules/pooling.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sedensenet/nn/attention.hpp"
+#include "sedensenet/nn/dense_block.hpp"
+#include "sedensenet/nn/dense_layer.hpp"
+#include "sedensenet/nn/named_sequential.hpp"
+#include "sedensenet/nn/options.hpp"
+#include "sedensenet/nn/transition.hpp"
+
+namespace sedensenet {
+
+/// Builds one dense block of a `DenseNet` from its options; returns it wrapped in an AnyModule
+/// (any module with `Tensor forward(const Tensor&)` that outputs `options.out_channels()`).
+using BlockBuilder = std::function<torch::nn::AnyModule(const DenseBlockOptions&)>;
+
+/// A `BlockBuilder` that builds `DenseBlock<Layer>`: how a `DenseNet` gets user-defined layers.
+///
+/// Example:
+/// ```
+/// using Layer = sedensenet::DenseLayer<MyAttention>;
+/// sedensenet::DenseNet net(sedensenet::DenseNetOptions(), sedensenet::block_builder<Layer>());
+/// ```
+template <typename Layer>
+BlockBuilder block_builder() {
+  return [](const DenseBlockOptions& options) {
+    return torch::nn::AnyModule(DenseBlock<Layer>(options));
+  };
+}
+
+namespace detail {
+inline void check_densenet_options(const DenseNetOptions& o) {
+  TORCH_CHECK(o.growth_rate() >= 1, "DenseNetOptions: growth_rate must be >= 1, got ",
+              o.growth_rate());
+  TORCH_CHECK(!o.block_config().empty(),
+              "DenseNetOptions: block_config must list at least one block, got an empty list");
+  for (size_t i = 0; i < o.block_config().size(); ++i) {
+    TORCH_CHECK(o.block_config()[i] >= 1, "DenseNetOptions: block_config[", i,
+                "] (layers in dense block ", i + 1, ") must be >= 1, got ", o.block_config()[i]);
+  }
+  TORCH_CHECK(o.num_init_features() >= 1, "DenseNetOptions: num_init_features must be >= 1, got ",
+              o.num_init_features());
+  TORCH_CHECK(o.compression() > 0.0 && o.compression() <= 1.0,
+              "DenseNetOptions: compression must be in (0, 1], got ", o.compression());
+  TORCH_CHECK(o.bn_size() >= 1, "DenseNetOptions: bn_size must be >= 1, got ", o.bn_size());
+  TORCH_CHECK(o.drop_rate() >= 0.0 && o.drop_rate() < 1.0,
+              "DenseNetOptions: drop_rate must be in [0, 1), got ", o.drop_rate());
+  TORCH_CHECK(o.num_classes() >= 1, "DenseNetOptions: num_classes must be >= 1, got ",
+              o.num_classes());
+  TORCH_CHECK(o.se_reduction() >= 0,
+              "DenseNetOptions: se_reduction must be >= 0 (0 disables SE), got ", o.se_reduction());
+  TORCH_CHECK(o.se_min_hidden() >= 1, "DenseNetOptions: se_min_hidden must be >= 1, got ",
+              o.se_min_hidden());
+}
+
+/// The default builder: SE with the chosen gate, or no attention when se_reduction == 0.
+inline BlockBuilder default_block_builder(const DenseNetOptions& o) {
+  if (o.se_reduction() == 0) return block_builder<DenseLayer<NoAttention>>();
+  if (o.se_gate() == SEGate::scaled_sigmoid) {
+    return block_builder<DenseLayer<SEBlock<ScaledSigmoid>>>();
+  }
+  return block_builder<DenseLayer<SEBlock<Sigmoid>>>();
+}
+}  // namespace detail
+
+/// The SE-DenseNet-BC classifier.
+///
+///   features: conv0 [norm0 relu0 pool0] denseblock1 transition1 ... denseblockB norm5
+///   head:     relu -> adaptive average pool to 1x1 -> flatten -> classifier (Linear)
+///
+/// Requires: input (N, 3, H, W) float; H, W >= 1 after the stem and every 2x2 pooling (32x32 for
+/// the CIFAR-style presets, 224x224 for the ImageNet-style ones; smaller works where it divides).
+/// Guarantees: output logits (N, num_classes); `named_parameters()` / `named_buffers()` give the
+/// keys of torchvision's DenseNet (`features.conv0.weight`,
+/// `features.denseblock1.denselayer1.norm1.running_mean`, `features.transition1.conv.weight`,
+/// `features.norm5.weight`, `classifier.bias`, ...) plus, with SE,
+/// `features.denseblockI.denselayerJ.se.fc1.weight` and `.se.fc2.weight`.
+///
+/// Example:
+/// ```
+/// sedensenet::DenseNet net(sedensenet::DenseNetOptions::densenet121().num_classes(5));
+/// auto logits = net->forward(torch::randn({2, 3, 224, 224}));  // (2, 5)
+/// ```
+class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryConfigurable {
+ public:
+  explicit DenseNetImpl(DenseNetOptions options = {})
+      : DenseNetImpl(options, detail::default_block_builder(options)) {}
+
+  /// Builds the network with your own dense blocks (see `block_builder<Layer>()`).
+  DenseNetImpl(DenseNetOptions options, BlockBuilder builder)
+      : options(std::move(options)), builder_(std::move(builder)) {
+    reset();
+  }
+
+  void reset() override {
+    detail::check_densenet_options(options);
+    TORCH_CHECK(builder_, "DenseNet: the block builder is empty");
+    const auto& o = options;
+    constexpr int64_t kInputChannels = 3;
+
+    features = register_module("features", NamedSequential());
+    // Stem. CIFAR style keeps the resolution; ImageNet style divides it by 4.
+    const auto stem = o.small_inputs()
+                          ? torch::nn::Conv2dOptions(kInputChannels, o.num_init_features(), 3)
+                                .stride(1)
+                                .padding(1)
+                                .bias(false)
+                          : torch::nn::Conv2dOptions(kInputChannels, o.num_init_features(), 7)
+                                .stride(2)
+                                .padding(3)
+                                .bias(false);
+    torch::nn::Conv2d conv0(stem);
+    init::reference_conv_(*conv0);
+    features->push_back("conv0", conv0);
+    if (!o.small_inputs()) {
+      features->push_back("norm0", torch::nn::BatchNorm2d(o.num_init_features()));
+      features->push_back("relu0", torch::nn::ReLU(torch::nn::ReLUOptions().inplace(true)));
+      features->push_back("pool0", torch::nn::MaxPool2d(
+                                       torch::nn::MaxPool2dOptions(3).stride(2).padding(1)));
+    }
+
+    AttentionSettings attention;
+    attention.reduction = o.se_reduction();
+    attention.min_hidden = o.se_min_hidden();
+    attention.zero_init_last = o.se_gate() == SEGate::scaled_sigmoid;
+
+    int64_t channels = o.num_init_features();
+    const auto& blocks = o.block_config();
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      DenseBlockOptions block_options(blocks[i], DenseLayerOptions(channels, o.growth_rate())
+                                                     .bn_size(o.bn_size())
+                                                     .drop_rate(o.drop_rate())
+                                                     .memory(o.memory())
+                                                     .attention(attention));
+      features->push_back("denseblock" + std::to_string(i + 1), builder_(block_options));
+      channels = block_options.out_channels();
+      if (i + 1 != blocks.size()) {
+        const auto compressed =
+            static_cast<int64_t>(std::floor(static_cast<double>(channels) * o.compression()));
+        TORCH_CHECK(compressed >= 1, "DenseNetOptions: compression ", o.compression(),
+                    " leaves transition", i + 1, " with no channels (", channels, " in); use a "
+                    "larger compression");
+        features->push_back("transition" + std::to_string(i + 1),
+                            Transition(TransitionOptions(channels, compressed)));
+        channels = compressed;
+      }
+    }
+    features->push_back("norm5", torch::nn::BatchNorm2d(channels));
+    num_features_ = channels;
+
+    classifier = register_module("classifier", torch::nn::Linear(channels, o.num_classes()));
+    torch::NoGradGuard no_grad;
+    classifier->bias.zero_();
+  }
+
+  /// x: (N, 3, H, W) -> logits (N, num_classes).
+  torch::Tensor forward(const torch::Tensor& x) {
+    TORCH_CHECK(x.dim() == 4 && x.size(1) == 3, "DenseNet expects images (N, 3, H, W), got ",
+                x.sizes());
+    auto out = features->forward(x);
+    out = torch::relu_(out);
+    out = torch::adaptive_avg_pool2d(out, {1, 1}).flatten(1);
+    return classifier->forward(out);
+  }
+
+  /// Switches every dense layer between standard and efficient backward passes; takes effect at
+  /// the next forward. Also updates `options.memory()`.
+  void set_memory(MemoryMode mode) override {
+    options.memory(mode);
+    for (const auto& module : features->children()) {
+      if (auto* configurable = dynamic_cast<MemoryConfigurable*>(module.get())) {
+        configurable->set_memory(mode);
+      }
+    }
+  }
+
+  /// Channels entering the classifier.
+  int64_t num_features() const { return num_features_; }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "sedensenet::DenseNet(growth_rate=" << options.growth_rate() << ", blocks=[";
+    for (size_t i = 0; i < options.block_config().size(); ++i) {
+      stream << (i ? ", " : "") << options.block_config()[i];
+    }
+    stream << "], num_classes=" << options.num_classes() << ", se_reduction="
+           << options.se_reduction() << ", memory=" << options.memory() << ")";
+  }
+
+  DenseNetOptions options;
+  NamedSequential features{nullptr};
+  torch::nn::Linear classifier{nullptr};
+
+ private:
+  BlockBuilder builder_;
+  int64_t num_features_ = 0;
+};
+TORCH_MODULE(DenseNet);
+
+}  // namespace sedensenet

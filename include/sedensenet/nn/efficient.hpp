@@ -1,0 +1,216 @@
+#pragma once
+/// \file
+/// The memory-efficient dense layer: two custom autograd functions that keep only what grows
+/// linearly with depth and recompute the rest in the backward pass.
+///
+///   BottleneckInputFunction:  features... -> cat -> norm1 -> relu1 -> conv1   (keeps: nothing new)
+///   BottleneckOutputFunction: bottleneck  -> norm2 -> relu2 -> conv2          (keeps: nothing new)
+///
+/// In a standard layer autograd keeps the concatenation and relu1's output (C_in channels each,
+/// growing with depth, hence quadratic memory over a block; the ReLUs run in place, as the
+/// reference's, so norm1's output is not kept separately), conv1's output (bn_size * k) and
+/// relu2's output (bn_size * k). Here the forward pass runs
+/// without recording, keeping only references to tensors that live anyway: the earlier layers'
+/// outputs (they are part of the block's output) and conv1's output (the output of the first
+/// function, needed by the second). The backward pass recomputes the rest from those.
+///
+/// Exactness: the forward runs the very modules of the standard layer (so outputs and the
+/// BatchNorm running statistics, updated once per forward, are identical). The backward recomputes
+/// the batch statistics with `native_batch_norm` and no running buffers, so the statistics are
+/// never touched twice (the Python reference's checkpoint updates them twice), and applies conv's
+/// backward directly with `convolution_backward`, without running the convolution again.
+///
+/// These are implementation details of `DenseLayer`; use `DenseLayerOptions::memory` or
+/// `DenseNetOptions::memory` to turn them on.
+
+#include <torch/autograd.h>
+#include <torch/nn/modules/batchnorm.h>
+#include <torch/nn/modules/conv.h>
+#include <torch/types.h>
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <variant>
+#include <cstdint>
+#include <vector>
+
+namespace sedensenet {
+namespace detail {
+
+/// Non-tensor arguments of the efficient functions (not traversed by autograd).
+struct NormConvModules {
+  torch::nn::BatchNorm2dImpl* norm;
+  torch::nn::Conv2dImpl* conv;
+};
+
+inline std::vector<int64_t> conv_attribute(const torch::ExpandingArray<2>& value) {
+  return {(*value)[0], (*value)[1]};
+}
+
+/// The explicit padding of a convolution. LibTorch 1.x keeps the padding in a c10::variant and
+/// 2.x in a std::variant; `using std::get` plus argument-dependent lookup serves both.
+template <typename PaddingVariant>
+const torch::ExpandingArray<2>& explicit_padding(const PaddingVariant& padding) {
+  using std::get;
+  using std::holds_alternative;
+  TORCH_CHECK(holds_alternative<torch::ExpandingArray<2>>(padding),
+              "expected a convolution with explicit padding (not 'same' or 'valid')");
+  return get<torch::ExpandingArray<2>>(padding);
+}
+
+/// Saves what the backward needs to call convolution_backward with the conv's own geometry.
+inline void save_conv_geometry(torch::autograd::AutogradContext* ctx,
+                               const torch::nn::Conv2dImpl& conv) {
+  const auto& o = conv.options;
+  ctx->saved_data["stride"] = conv_attribute(o.stride());
+  ctx->saved_data["padding"] = conv_attribute(explicit_padding(o.padding()));
+  ctx->saved_data["dilation"] = conv_attribute(o.dilation());
+  ctx->saved_data["groups"] = o.groups();
+}
+
+/// Recomputes relu(batch_norm(x)) with the batch statistics of x, without touching any running
+/// statistics, and back-propagates `grad_out` through conv -> relu -> batch norm.
+/// Returns {grad_x, grad_norm_weight, grad_norm_bias, grad_conv_weight}; entries not asked for in
+/// `needs` ({x, norm weight, norm bias, conv weight}) are undefined.
+inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
+    torch::autograd::AutogradContext* ctx, const torch::Tensor& grad_out, const torch::Tensor& x,
+    const torch::Tensor& norm_weight, const torch::Tensor& norm_bias,
+    const torch::Tensor& conv_weight, std::array<bool, 4> needs) {
+  const double eps = ctx->saved_data["eps"].toDouble();
+  const auto stride = ctx->saved_data["stride"].toIntVector();
+  const auto padding = ctx->saved_data["padding"].toIntVector();
+  const auto dilation = ctx->saved_data["dilation"].toIntVector();
+  const int64_t groups = ctx->saved_data["groups"].toInt();
+
+  // Recompute: the same batch statistics the forward used (same kernel, same input); running
+  // statistics are not passed, so they are not updated a second time.
+  auto [normalized, save_mean, save_invstd] =
+      at::native_batch_norm(x, norm_weight, norm_bias, /*running_mean=*/{}, /*running_var=*/{},
+                            /*training=*/true, /*momentum=*/0.0, eps);
+  auto activated = at::relu_(normalized);
+
+  const bool need_activation_grad = needs[0] || needs[1] || needs[2];
+  auto [grad_activated, grad_conv_weight, unused_bias_grad] = at::convolution_backward(
+      grad_out, activated, conv_weight, /*bias_sizes=*/c10::nullopt, stride, padding, dilation,
+      /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
+      {need_activation_grad, needs[3], false});
+  (void)unused_bias_grad;
+
+  std::array<torch::Tensor, 4> grads;
+  grads[3] = needs[3] ? grad_conv_weight : torch::Tensor();
+  if (need_activation_grad) {
+    auto grad_normalized = at::threshold_backward(grad_activated, activated, 0);
+    activated = torch::Tensor();  // release before the batch-norm backward allocates
+    auto [grad_x, grad_weight, grad_bias] = at::native_batch_norm_backward(
+        grad_normalized, x, norm_weight, /*running_mean=*/{}, /*running_var=*/{}, save_mean,
+        save_invstd, /*train=*/true, eps, {needs[0], needs[1], needs[2]});
+    grads[0] = needs[0] ? grad_x : torch::Tensor();
+    grads[1] = needs[1] ? grad_weight : torch::Tensor();
+    grads[2] = needs[2] ? grad_bias : torch::Tensor();
+  }
+  return grads;
+}
+
+inline void check_no_double_backward() {
+  TORCH_CHECK(!torch::GradMode::is_enabled(),
+              "the efficient dense layer (MemoryMode::efficient*) does not support double "
+              "backward (create_graph=true); build the model with MemoryMode::standard for "
+              "higher-order gradients");
+}
+
+/// cat(features) -> norm1 -> relu1 -> conv1, recomputing all but the output in backward.
+struct BottleneckInputFunction : public torch::autograd::Function<BottleneckInputFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx,
+                               torch::TensorList features, const torch::Tensor& norm_weight,
+                               const torch::Tensor& norm_bias, const torch::Tensor& conv_weight,
+                               NormConvModules modules) {
+    std::vector<int64_t> channels;
+    channels.reserve(features.size());
+    for (const auto& f : features) channels.push_back(f.size(1));
+    torch::Tensor out;
+    {
+      // Temporaries die at the end of this scope: only `out` survives the forward.
+      auto x = features.size() == 1 ? features[0] : torch::cat(features, 1);
+      auto normalized = modules.norm->forward(x);  // updates running statistics, once
+      out = modules.conv->forward(torch::relu_(normalized));
+    }
+    std::vector<torch::Tensor> saved(features.begin(), features.end());
+    saved.push_back(norm_weight);
+    saved.push_back(norm_bias);
+    saved.push_back(conv_weight);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["channels"] = channels;
+    ctx->saved_data["eps"] = modules.norm->options.eps();
+    save_conv_geometry(ctx, *modules.conv);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    check_no_double_backward();
+    auto saved = ctx->get_saved_variables();
+    const auto channels = ctx->saved_data["channels"].toIntVector();
+    const size_t n = channels.size();
+    std::vector<torch::Tensor> features(saved.begin(), saved.begin() + static_cast<long>(n));
+    const auto& norm_weight = saved[n];
+    const auto& norm_bias = saved[n + 1];
+    const auto& conv_weight = saved[n + 2];
+
+    bool need_features = false;
+    for (size_t i = 0; i < n; ++i) need_features = need_features || ctx->needs_input_grad(i);
+    const std::array<bool, 4> needs = {need_features, ctx->needs_input_grad(n),
+                                       ctx->needs_input_grad(n + 1), ctx->needs_input_grad(n + 2)};
+
+    auto x = n == 1 ? features[0] : torch::cat(features, 1);
+    auto grads = norm_relu_conv_backward(ctx, grad_outputs[0], x, norm_weight, norm_bias,
+                                         conv_weight, needs);
+    x = torch::Tensor();
+
+    // One slot per forward argument; the last (the modules) is not a tensor and gets none.
+    torch::autograd::variable_list result(n + 4);
+    if (need_features) {
+      auto pieces = n == 1 ? std::vector<torch::Tensor>{grads[0]}
+                           : grads[0].split_with_sizes(channels, 1);
+      for (size_t i = 0; i < n; ++i) {
+        if (ctx->needs_input_grad(i)) result[i] = pieces[i];
+      }
+    }
+    result[n] = grads[1];
+    result[n + 1] = grads[2];
+    result[n + 2] = grads[3];
+    return result;
+  }
+};
+
+/// bottleneck -> norm2 -> relu2 -> conv2, recomputing norm2 and relu2 in backward.
+struct BottleneckOutputFunction : public torch::autograd::Function<BottleneckOutputFunction> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx,
+                               const torch::Tensor& bottleneck, const torch::Tensor& norm_weight,
+                               const torch::Tensor& norm_bias, const torch::Tensor& conv_weight,
+                               NormConvModules modules) {
+    torch::Tensor out;
+    {
+      auto normalized = modules.norm->forward(bottleneck);  // updates running statistics, once
+      out = modules.conv->forward(torch::relu_(normalized));
+    }
+    ctx->save_for_backward({bottleneck, norm_weight, norm_bias, conv_weight});
+    ctx->saved_data["eps"] = modules.norm->options.eps();
+    save_conv_geometry(ctx, *modules.conv);
+    return out;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    check_no_double_backward();
+    auto saved = ctx->get_saved_variables();
+    const std::array<bool, 4> needs = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
+                                       ctx->needs_input_grad(2), ctx->needs_input_grad(3)};
+    auto grads = norm_relu_conv_backward(ctx, grad_outputs[0], saved[0], saved[1], saved[2],
+                                         saved[3], needs);
+    return {grads[0], grads[1], grads[2], grads[3], /*modules=*/torch::Tensor()};
+  }
+};
+
+}  // namespace detail
+}  // namespace sedensenet
