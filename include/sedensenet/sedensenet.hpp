@@ -1,0 +1,14 @@
+#pragma once
+/// \file
+/// Umbrella header: everything in the public API.
+///
+/// Example:
+/// ```
+/// #include <sedensenet/sedensenet.hpp>
+/// sedensenet::DenseNet net(sedensenet::DenseNetOptions::densenet_bc(100, 12).num_classes(10));
+/// ```
+
+#include "sedensenet/nn.hpp"
+#include "sedensenet/util/memory.hpp"
+#include "sedensenet/util/threads.hpp"
+#include "sedensenet/version.hpp"

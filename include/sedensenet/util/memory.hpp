@@ -1,0 +1,192 @@
+#pragma once
+/// \file
+/// Peak tensor memory over a region of code: `MemoryTracker`.
+///
+/// CPU: an allocator wrapper registered with c10 (`c10::SetAllocator`) counts the bytes of every
+/// CPU tensor allocated after it is installed. Install it early (`install_cpu_memory_tracking()`,
+/// or the first `MemoryTracker`) so the model's own tensors are counted too.
+/// CUDA (LibTorch built with CUDA): the caching allocator's statistics for the device.
+
+#include <c10/core/Allocator.h>
+#include <c10/core/CPUAllocator.h>
+#include <torch/types.h>
+#include <torch/version.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+
+#if defined(SEDENSENET_WITH_CUDA)
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+namespace sedensenet {
+namespace detail {
+
+/// Counts live bytes of CPU tensors; forwards the allocation itself to the allocator it replaced.
+class CountingCpuAllocator final : public c10::Allocator {
+ public:
+  explicit CountingCpuAllocator(c10::Allocator* wrapped) : wrapped_(wrapped) {}
+
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+  c10::DataPtr allocate(size_t bytes) override { return allocate_counted(bytes); }
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    std::memcpy(dest, src, count);
+  }
+#else
+  c10::DataPtr allocate(size_t bytes) const override { return allocate_counted(bytes); }
+#endif
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+
+  int64_t current() const { return current_.load(std::memory_order_relaxed); }
+  int64_t peak() const { return peak_.load(std::memory_order_relaxed); }
+  /// Starts a new peak window at the current level; returns the previous window's peak.
+  int64_t restart_peak() { return peak_.exchange(current()); }
+  /// Folds an enclosing window's peak back in when a nested window ends.
+  void merge_peak(int64_t outer_peak) { raise_peak(outer_peak); }
+
+ private:
+  struct Record {
+    c10::DataPtr inner;
+    int64_t bytes;
+    CountingCpuAllocator* owner;
+  };
+
+  static void release(void* context) {
+    auto* record = static_cast<Record*>(context);
+    record->owner->current_.fetch_sub(record->bytes, std::memory_order_relaxed);
+    delete record;  // frees the memory through the wrapped allocator's deleter
+  }
+
+  void raise_peak(int64_t value) {
+    int64_t seen = peak_.load(std::memory_order_relaxed);
+    while (value > seen && !peak_.compare_exchange_weak(seen, value, std::memory_order_relaxed)) {
+    }
+  }
+
+  c10::DataPtr allocate_counted(size_t bytes) const {
+    auto* self = const_cast<CountingCpuAllocator*>(this);
+    c10::DataPtr inner = wrapped_->allocate(bytes);
+    void* data = inner.get();
+    const c10::Device device = inner.device();
+    auto* record = new Record{std::move(inner), static_cast<int64_t>(bytes), self};
+    const int64_t now =
+        self->current_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed) +
+        static_cast<int64_t>(bytes);
+    self->raise_peak(now);
+    return c10::DataPtr(data, record, &CountingCpuAllocator::release, device);
+  }
+
+  c10::Allocator* wrapped_;
+  std::atomic<int64_t> current_{0};
+  std::atomic<int64_t> peak_{0};
+};
+
+/// Highest priority a c10 allocator registration can have: ours must win over the default one.
+constexpr uint8_t kTrackingAllocatorPriority = 255;
+
+inline CountingCpuAllocator& cpu_counter() {
+  static CountingCpuAllocator* counter = [] {
+    auto* created = new CountingCpuAllocator(c10::GetAllocator(c10::DeviceType::CPU));
+    c10::SetAllocator(c10::DeviceType::CPU, created, kTrackingAllocatorPriority);
+    return created;  // lives for the whole process: tensors may outlive every tracker
+  }();
+  return *counter;
+}
+}  // namespace detail
+
+/// Installs the CPU allocation counter now (idempotent). Call at the start of a program whose
+/// peak memory you want measured in full: tensors allocated before it are not counted.
+inline void install_cpu_memory_tracking() { (void)detail::cpu_counter(); }
+
+/// Measures peak tensor memory on one device from construction to destruction (or `stop()`).
+/// Trackers nest: an inner tracker's region counts towards the enclosing tracker's peak.
+///
+/// Example:
+/// ```
+/// sedensenet::install_cpu_memory_tracking();
+/// sedensenet::MemoryTracker tracker(torch::kCPU);
+/// train_step();
+/// std::cout << tracker.peak_bytes() / 1e6 << " MB at peak\n";
+/// ```
+class MemoryTracker {
+ public:
+  explicit MemoryTracker(torch::Device device = torch::kCPU) : device_(device) {
+    if (device_.is_cpu()) {
+      auto& counter = detail::cpu_counter();
+      baseline_ = counter.current();
+      outer_peak_ = counter.restart_peak();
+    } else if (device_.is_cuda()) {
+#if defined(SEDENSENET_WITH_CUDA)
+      namespace alloc = c10::cuda::CUDACachingAllocator;
+      const auto index = device_.has_index() ? device_.index() : 0;
+      alloc::resetPeakStats(index);
+      baseline_ = cuda_stats().allocated_bytes[kAggregate].current;
+#else
+      TORCH_CHECK(false, "MemoryTracker: this build of SEDenseNet has no CUDA support (device ",
+                  device_.str(), ")");
+#endif
+    } else {
+      TORCH_CHECK(false, "MemoryTracker: device ", device_.str(),
+                  " is not supported (use cpu or cuda)");
+    }
+  }
+
+  MemoryTracker(const MemoryTracker&) = delete;
+  MemoryTracker& operator=(const MemoryTracker&) = delete;
+
+  ~MemoryTracker() { stop(); }
+
+  /// Ends the region (idempotent); `peak_bytes()` keeps its value afterwards.
+  void stop() {
+    if (stopped_) return;
+    final_peak_ = live_peak();
+    if (device_.is_cpu()) detail::cpu_counter().merge_peak(outer_peak_);
+    stopped_ = true;
+  }
+
+  /// Highest number of bytes held by live tensors on the device during the region (tensors that
+  /// existed before the region included).
+  int64_t peak_bytes() const { return stopped_ ? final_peak_ : live_peak(); }
+  /// Bytes held by live tensors when the region started.
+  int64_t baseline_bytes() const { return baseline_; }
+  /// Peak above the starting level: what the region itself needed at its worst moment.
+  int64_t peak_increase_bytes() const { return peak_bytes() - baseline_; }
+  /// Bytes held by live tensors now.
+  int64_t current_bytes() const {
+    if (device_.is_cpu()) return detail::cpu_counter().current();
+#if defined(SEDENSENET_WITH_CUDA)
+    return cuda_stats().allocated_bytes[kAggregate].current;
+#else
+    return 0;
+#endif
+  }
+
+ private:
+  int64_t live_peak() const {
+    if (device_.is_cpu()) return detail::cpu_counter().peak();
+#if defined(SEDENSENET_WITH_CUDA)
+    return cuda_stats().allocated_bytes[kAggregate].peak;
+#else
+    return 0;
+#endif
+  }
+
+#if defined(SEDENSENET_WITH_CUDA)
+  static constexpr size_t kAggregate =
+      static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+  auto cuda_stats() const {
+    return c10::cuda::CUDACachingAllocator::getDeviceStats(device_.has_index() ? device_.index()
+                                                                                : 0);
+  }
+#endif
+
+  torch::Device device_;
+  int64_t baseline_ = 0;
+  int64_t outer_peak_ = 0;
+  int64_t final_peak_ = 0;
+  bool stopped_ = false;
+};
+
+}  // namespace sedensenet
