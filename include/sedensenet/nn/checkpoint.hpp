@@ -14,6 +14,7 @@
 #include <torch/version.h>
 
 #include <functional>
+#include <type_traits>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -116,8 +117,8 @@ struct CheckpointAutogradFunction : public torch::autograd::Function<CheckpointA
     capsule->state = ExecutionState::capture();
     auto outputs = capsule->function(inputs);  // grad mode is off here: nothing is kept
     ctx->save_for_backward(inputs);
-    ctx->saved_data["capsule"] =
-        c10::IValue(c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(capsule));
+    ctx->saved_data["capsule"] = c10::IValue::make_capsule(
+        c10::static_intrusive_pointer_cast<torch::CustomClassHolder>(capsule));
     return outputs;
   }
 
@@ -198,9 +199,13 @@ struct CheckpointAutogradFunction : public torch::autograd::Function<CheckpointA
 ///     {x}, mlp->parameters());
 /// outputs[0].sum().backward();
 /// ```
-inline std::vector<torch::Tensor> checkpoint(CheckpointFunction function,
-                                             const std::vector<torch::Tensor>& inputs,
-                                             const std::vector<torch::Tensor>& parameters = {}) {
+template <typename Function,
+          typename = std::enable_if_t<!std::is_base_of_v<
+              torch::detail::ModuleHolderIndicator, std::decay_t<Function>>>>
+std::vector<torch::Tensor> checkpoint(Function&& callable,
+                                      const std::vector<torch::Tensor>& inputs,
+                                      const std::vector<torch::Tensor>& parameters = {}) {
+  CheckpointFunction function(std::forward<Function>(callable));
   TORCH_CHECK(function, "checkpoint: the function is empty");
   if (!torch::GradMode::is_enabled()) return function(inputs);
   auto capsule = c10::make_intrusive<detail::CheckpointCapsule>();

@@ -16,6 +16,8 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #if defined(SEDENSENET_WITH_CUDA)
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -25,6 +27,8 @@ namespace sedensenet {
 namespace detail {
 
 /// Counts live bytes of CPU tensors; forwards the allocation itself to the allocator it replaced.
+/// Pointers handed out have data == context (what `raw_allocate` users inside LibTorch require),
+/// so the size and the original deleter of each block are kept in a table keyed by address.
 class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* wrapped) : wrapped_(wrapped) {}
@@ -37,7 +41,7 @@ class CountingCpuAllocator final : public c10::Allocator {
 #else
   c10::DataPtr allocate(size_t bytes) const override { return allocate_counted(bytes); }
 #endif
-  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  c10::DeleterFnPtr raw_deleter() const override { return &CountingCpuAllocator::release; }
 
   int64_t current() const { return current_.load(std::memory_order_relaxed); }
   int64_t peak() const { return peak_.load(std::memory_order_relaxed); }
@@ -46,17 +50,37 @@ class CountingCpuAllocator final : public c10::Allocator {
   /// Folds an enclosing window's peak back in when a nested window ends.
   void merge_peak(int64_t outer_peak) { raise_peak(outer_peak); }
 
+  static CountingCpuAllocator*& instance() {
+    static CountingCpuAllocator* self = nullptr;
+    return self;
+  }
+
  private:
-  struct Record {
-    c10::DataPtr inner;
+  struct Block {
     int64_t bytes;
-    CountingCpuAllocator* owner;
+    void* context;
+    c10::DeleterFnPtr deleter;
   };
 
-  static void release(void* context) {
-    auto* record = static_cast<Record*>(context);
-    record->owner->current_.fetch_sub(record->bytes, std::memory_order_relaxed);
-    delete record;  // frees the memory through the wrapped allocator's deleter
+  static void release(void* data) {
+    auto* self = instance();
+    Block block{};
+    {
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      auto it = self->blocks_.find(data);
+      if (it == self->blocks_.end()) {
+        // Allocated with raw_allocate before the counter was installed and released through the
+        // current allocator's raw deleter (oneDNN does this): free it the way it was allocated.
+        auto deleter = self->wrapped_->raw_deleter();
+        TORCH_INTERNAL_ASSERT(deleter != nullptr, "MemoryTracker: unknown CPU block");
+        deleter(data);
+        return;
+      }
+      block = it->second;
+      self->blocks_.erase(it);
+    }
+    self->current_.fetch_sub(block.bytes, std::memory_order_relaxed);
+    if (block.deleter != nullptr) block.deleter(block.context);
   }
 
   void raise_peak(int64_t value) {
@@ -70,15 +94,23 @@ class CountingCpuAllocator final : public c10::Allocator {
     c10::DataPtr inner = wrapped_->allocate(bytes);
     void* data = inner.get();
     const c10::Device device = inner.device();
-    auto* record = new Record{std::move(inner), static_cast<int64_t>(bytes), self};
-    const int64_t now =
+    if (data == nullptr) return inner;  // zero-byte allocations: nothing to count
+    const c10::DeleterFnPtr deleter = inner.get_deleter();
+    void* context = inner.release_context();
+    {
+      std::lock_guard<std::mutex> lock(self->mutex_);
+      self->blocks_[data] = Block{static_cast<int64_t>(bytes), context, deleter};
+    }
+    const auto now =
         self->current_.fetch_add(static_cast<int64_t>(bytes), std::memory_order_relaxed) +
         static_cast<int64_t>(bytes);
     self->raise_peak(now);
-    return c10::DataPtr(data, record, &CountingCpuAllocator::release, device);
+    return c10::DataPtr(data, data, &CountingCpuAllocator::release, device);
   }
 
   c10::Allocator* wrapped_;
+  std::mutex mutex_;
+  std::unordered_map<void*, Block> blocks_;
   std::atomic<int64_t> current_{0};
   std::atomic<int64_t> peak_{0};
 };
@@ -89,6 +121,7 @@ constexpr uint8_t kTrackingAllocatorPriority = 255;
 inline CountingCpuAllocator& cpu_counter() {
   static CountingCpuAllocator* counter = [] {
     auto* created = new CountingCpuAllocator(c10::GetAllocator(c10::DeviceType::CPU));
+    CountingCpuAllocator::instance() = created;
     c10::SetAllocator(c10::DeviceType::CPU, created, kTrackingAllocatorPriority);
     return created;  // lives for the whole process: tensors may outlive every tracker
   }();

@@ -1,0 +1,236 @@
+// The memory-efficient dense layers are exact: same outputs, loss, gradients and BatchNorm
+// statistics as the standard layers, with less memory.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "sedensenet/nn.hpp"
+#include "sedensenet/util/memory.hpp"
+#include "support/tensor_matchers.hpp"
+
+using namespace sedensenet;
+using Catch::Matchers::Contains;
+
+namespace {
+// max |a - b| / max |b|: the difference relative to the tensor's own scale (element-wise relative
+// differences are meaningless for gradients that happen to be ~0).
+double scaled_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  auto ad = a.detach().to(torch::kDouble);
+  auto bd = b.detach().to(torch::kDouble);
+  const double scale = std::max(bd.abs().max().item<double>(), 1e-30);
+  return (ad - bd).abs().max().item<double>() / scale;
+}
+
+struct Pair {
+  DenseNet standard{nullptr};
+  DenseNet efficient{nullptr};
+};
+
+Pair make_pair(DenseNetOptions options, MemoryMode mode, torch::Dtype dtype) {
+  torch::manual_seed(42);
+  Pair p;
+  p.standard = DenseNet(options.memory(MemoryMode::standard));
+  p.efficient = DenseNet(std::dynamic_pointer_cast<DenseNetImpl>(p.standard->clone()));
+  p.efficient->set_memory(mode);
+  p.standard->to(dtype);
+  p.efficient->to(dtype);
+  return p;
+}
+
+void check_same_state(DenseNet& a, DenseNet& b, double tolerance) {
+  auto buffers = b->named_buffers();
+  for (const auto& buffer : a->named_buffers()) {
+    INFO(buffer.key());
+    if (buffer.key().find("num_batches_tracked") != std::string::npos) {
+      CHECK(torch::equal(buffer.value(), buffers[buffer.key()]));
+    } else {
+      CHECK(scaled_difference(buffers[buffer.key()], buffer.value()) <= tolerance);
+    }
+  }
+}
+}  // namespace
+
+TEST_CASE("Efficient and standard dense layers agree on outputs, loss, gradients and statistics",
+          "[efficient]") {
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto [dtype, tolerance] = GENERATE(table<torch::Dtype, double>({
+      {torch::kFloat32, 1e-5},
+      {torch::kFloat64, 1e-12},
+  }));
+  DYNAMIC_SECTION(to_string(mode) << " " << c10::toString(dtype)) {
+    auto pair = make_pair(DenseNetOptions::densenet_bc(22, 6).num_classes(5), mode, dtype);
+    torch::optim::Adam opt_standard(pair.standard->parameters(), torch::optim::AdamOptions(1e-2));
+    torch::optim::Adam opt_efficient(pair.efficient->parameters(),
+                                     torch::optim::AdamOptions(1e-2));
+    pair.standard->train();
+    pair.efficient->train();
+    torch::manual_seed(7);
+    for (int step = 0; step < 3; ++step) {
+      auto x = torch::randn({6, 3, 12, 12}, torch::dtype(dtype));
+      auto labels = torch::randint(0, 5, {6}, torch::kLong);
+      auto x_standard = x.clone().requires_grad_(true);
+      auto x_efficient = x.clone().requires_grad_(true);
+
+      auto out_standard = pair.standard->forward(x_standard);
+      auto out_efficient = pair.efficient->forward(x_efficient);
+      CHECK(scaled_difference(out_efficient, out_standard) <= tolerance);
+      auto loss_standard = torch::nn::functional::cross_entropy(out_standard, labels);
+      auto loss_efficient = torch::nn::functional::cross_entropy(out_efficient, labels);
+      CHECK(std::abs(loss_efficient.item<double>() - loss_standard.item<double>()) <=
+            tolerance * std::abs(loss_standard.item<double>()));
+
+      opt_standard.zero_grad();
+      opt_efficient.zero_grad();
+      loss_standard.backward();
+      loss_efficient.backward();
+      CHECK(scaled_difference(x_efficient.grad(), x_standard.grad()) <= tolerance);
+      auto standard_params = pair.standard->named_parameters();
+      for (const auto& p : pair.efficient->named_parameters()) {
+        INFO("step " << step << " gradient of " << p.key());
+        REQUIRE(p.value().grad().defined());
+        CHECK(scaled_difference(p.value().grad(), standard_params[p.key()].grad()) <= tolerance);
+      }
+      opt_standard.step();
+      opt_efficient.step();
+    }
+    // Three optimizer steps later: the same statistics, updated exactly once per forward.
+    check_same_state(pair.efficient, pair.standard, tolerance);
+    for (const auto& buffer : pair.efficient->named_buffers()) {
+      if (buffer.key().find("num_batches_tracked") != std::string::npos) {
+        INFO(buffer.key());
+        CHECK(buffer.value().item<int64_t>() == 3);
+      }
+    }
+  }
+}
+
+TEST_CASE("Efficient layers reproduce dropout under the same seed", "[efficient][dropout]") {
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto pair = make_pair(DenseNetOptions::densenet_bc(16, 6).drop_rate(0.3), mode, torch::kDouble);
+  pair.standard->train();
+  pair.efficient->train();
+  auto x = torch::randn({4, 3, 8, 8}, torch::kDouble);
+  torch::manual_seed(11);
+  auto out_standard = pair.standard->forward(x);
+  torch::manual_seed(11);
+  auto out_efficient = pair.efficient->forward(x);
+  CHECK(scaled_difference(out_efficient, out_standard) <= 1e-12);
+  out_standard.pow(2).sum().backward();
+  out_efficient.pow(2).sum().backward();
+  auto standard_params = pair.standard->named_parameters();
+  for (const auto& p : pair.efficient->named_parameters()) {
+    INFO(p.key());
+    CHECK(scaled_difference(p.value().grad(), standard_params[p.key()].grad()) <= 1e-12);
+  }
+}
+
+TEST_CASE("Efficient layers work when parameters or inputs need no gradient",
+          "[efficient][requires_grad]") {
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto pair = make_pair(DenseNetOptions::densenet_bc(16, 6), mode, torch::kDouble);
+  // Freeze every first norm and every bottleneck conv, train the rest.
+  for (auto* net : {&pair.standard, &pair.efficient}) {
+    for (auto& p : (*net)->named_parameters()) {
+      if (p.key().find("norm1") != std::string::npos ||
+          p.key().find("conv2") != std::string::npos) {
+        p.value().requires_grad_(false);
+      }
+    }
+    (*net)->train();
+  }
+  auto x = torch::randn({4, 3, 8, 8}, torch::kDouble);  // the input needs no gradient
+  pair.standard->forward(x).sum().backward();
+  pair.efficient->forward(x).sum().backward();
+  auto standard_params = pair.standard->named_parameters();
+  for (const auto& p : pair.efficient->named_parameters()) {
+    INFO(p.key());
+    CHECK(p.value().grad().defined() == p.value().requires_grad());
+    if (p.value().requires_grad()) {
+      CHECK(scaled_difference(p.value().grad(), standard_params[p.key()].grad()) <= 1e-12);
+    }
+  }
+
+  SECTION("and when nothing needs a gradient the plain path runs") {
+    DenseLayer<SEBlock<>> layer(DenseLayerOptions(6, 4).memory(mode));
+    for (auto& p : layer->parameters()) p.requires_grad_(false);
+    layer->train();
+    auto input = torch::randn({2, 6, 5, 5});
+    CHECK_FALSE(layer->uses_efficient_path({input}));
+    CHECK_FALSE(layer->forward(input).requires_grad());
+  }
+}
+
+TEST_CASE("Eval mode and no-grad inference take the plain path", "[efficient]") {
+  DenseLayer<SEBlock<>> layer(DenseLayerOptions(6, 4).memory(MemoryMode::efficient));
+  auto x = torch::randn({2, 6, 5, 5}, torch::requires_grad());
+  layer->train();
+  CHECK(layer->uses_efficient_path({x}));
+  {
+    torch::NoGradGuard no_grad;
+    CHECK_FALSE(layer->uses_efficient_path({x}));
+  }
+  layer->eval();
+  CHECK_FALSE(layer->uses_efficient_path({x}));
+  // In eval mode the output's graph is plain autograd, no recomputing node.
+  auto y = layer->forward(x);
+  CHECK(y.grad_fn()->name().find("Bottleneck") == std::string::npos);
+  layer->train();
+  auto z = layer->forward(x);
+  bool found = false;
+  std::vector<torch::autograd::Node*> stack{z.grad_fn().get()};
+  while (!stack.empty() && !found) {
+    auto* node = stack.back();
+    stack.pop_back();
+    if (node == nullptr) continue;
+    found = node->name().find("BottleneckOutputFunction") != std::string::npos;
+    for (const auto& edge : node->next_edges()) stack.push_back(edge.function.get());
+  }
+  CHECK(found);
+}
+
+TEST_CASE("BatchNorm statistics are updated once per step (the Python reference does it twice)",
+          "[efficient][batchnorm]") {
+  torch::manual_seed(3);
+  DenseLayer<SEBlock<>> standard(DenseLayerOptions(8, 4));
+  auto efficient = std::dynamic_pointer_cast<DenseLayerImpl<SEBlock<>>>(standard->clone());
+  efficient->set_memory(MemoryMode::efficient);
+  standard->train();
+  efficient->train();
+  auto x = torch::randn({4, 8, 6, 6}, torch::requires_grad());
+  standard->forward(x).sum().backward();
+  efficient->forward(x).sum().backward();
+  CHECK(efficient->norm1->num_batches_tracked.item<int64_t>() == 1);
+  CHECK(efficient->norm2->num_batches_tracked.item<int64_t>() == 1);
+  CHECK(torch::allclose(efficient->norm1->running_mean, standard->norm1->running_mean));
+  CHECK(torch::allclose(efficient->norm2->running_var, standard->norm2->running_var));
+}
+
+TEST_CASE("Efficient layers refuse double backward with a clear message", "[efficient][errors]") {
+  DenseLayer<SEBlock<>> layer(DenseLayerOptions(6, 4).memory(MemoryMode::efficient));
+  layer->train();
+  auto x = torch::randn({2, 6, 5, 5}, torch::requires_grad());
+  auto y = layer->forward(x).pow(2).sum();
+  REQUIRE_THROWS_WITH(torch::autograd::grad({y}, {x}, {}, true, /*create_graph=*/true),
+                      Contains("does not support double backward"));
+}
+
+TEST_CASE("Efficient layers need less peak memory in a training step", "[efficient][memory]") {
+  install_cpu_memory_tracking();
+  auto peak_for = [](MemoryMode mode) {
+    torch::manual_seed(0);
+    DenseNet net(DenseNetOptions::densenet_bc(40, 12).memory(mode));
+    net->train();
+    auto x = torch::randn({16, 3, 32, 32});
+    auto labels = torch::randint(0, 10, {16}, torch::kLong);
+    MemoryTracker tracker(torch::kCPU);
+    auto loss = torch::nn::functional::cross_entropy(net->forward(x), labels);
+    loss.backward();
+    return tracker.peak_increase_bytes();
+  };
+  const auto standard = peak_for(MemoryMode::standard);
+  const auto input_only = peak_for(MemoryMode::efficient_input_only);
+  const auto efficient = peak_for(MemoryMode::efficient);
+  INFO("standard " << standard << " B, input_only " << input_only << " B, efficient "
+                   << efficient << " B");
+  CHECK(input_only < 0.75 * static_cast<double>(standard));
+  CHECK(efficient < input_only);
+}
