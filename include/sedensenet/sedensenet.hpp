@@ -9,6 +9,8 @@
 /// ```
 
 #include "sedensenet/nn.hpp"
+#include "sedensenet/util/errors.hpp"
 #include "sedensenet/util/memory.hpp"
+#include "sedensenet/util/svg.hpp"
 #include "sedensenet/util/threads.hpp"
 #include "sedensenet/version.hpp"

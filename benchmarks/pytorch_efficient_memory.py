@@ -1,0 +1,85 @@
+"""The PyTorch side of benchmarks/efficient_memory: the same training steps on the same model
+(python/sedensenet.py, the library's Python twin, SE on, r = 16), standard and with
+torch.utils.checkpoint on each layer's bottleneck as the original efficient_densenet_pytorch does.
+
+Memory is measured with SEDenseNet's own CPU tensor counter, loaded into this process from the
+memory probe library (the C++ benchmark passes --probe), so both sides use one method.
+
+  python3 pytorch_efficient_memory.py --configs densenet_bc:100:64:32,densenet121:121:8:224 \
+      --threads 2 --warmup 1 --steps 5 --probe build/benchmarks/libsedensenet_memory_probe.so \
+      --csv out.csv
+"""
+import argparse
+import ctypes
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from sedensenet import DenseNet, preset  # noqa: E402
+
+
+def measure(model_name, depth, batch, size, efficient, warmup, steps, probe):
+    torch.manual_seed(0)
+    name = "densenet121" if model_name == "densenet121" else "densenet_bc_%d" % depth
+    model = DenseNet(**preset(name), num_classes=10, efficient=efficient)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    images = torch.randn(batch, 3, size, size)
+    labels = torch.randint(0, 10, (batch,))
+
+    def step():
+        optimizer.zero_grad()
+        loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    times, peak = [], 0
+    for _ in range(steps):
+        probe.sedensenet_probe_restart_peak()
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+        peak = max(peak, probe.sedensenet_probe_peak())
+    return peak / 1e6, statistics.median(times)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", required=True,
+                        help="comma-separated model:depth:batch:size")
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--probe", required=True, help="path of libsedensenet_memory_probe.so")
+    parser.add_argument("--csv", required=True)
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    probe = ctypes.CDLL(args.probe)
+    probe.sedensenet_probe_peak.restype = ctypes.c_int64
+    probe.sedensenet_probe_current.restype = ctypes.c_int64
+    probe.sedensenet_probe_install()
+
+    with open(args.csv, "w") as out:
+        out.write("impl,model,depth,batch,size,device,mode,peak_mb,step_s,img_per_s\n")
+        for spec in args.configs.split(","):
+            model, depth, batch, size = spec.split(":")
+            depth, batch, size = int(depth), int(batch), int(size)
+            for mode, efficient in (("standard", False), ("checkpoint", True)):
+                peak, step = measure(model, depth, batch, size, efficient, args.warmup,
+                                     args.steps, probe)
+                print("  pytorch %-12s depth %3d batch %3d %3dpx %-11s peak %8.1f MB  step %.3f s"
+                      % (model, depth, batch, size, mode, peak, step), flush=True)
+                out.write("pytorch,%s,%d,%d,%d,cpu,%s,%.2f,%.4f,%.2f\n"
+                          % (model, depth, batch, size, mode, peak, step, batch / step))
+
+
+if __name__ == "__main__":
+    main()
