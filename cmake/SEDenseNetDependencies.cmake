@@ -1,5 +1,9 @@
 # Dependencies of the library itself. Tests, examples and benchmarks find their own.
 find_package(Torch REQUIRED)
+# The compiled part: zlib for gzip (Fashion-MNIST), OpenMP for the loader workers' own setting.
+find_package(ZLIB REQUIRED)
+find_package(OpenMP)
+set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
 
 # Imported targets are local to the directory that found them; when SEDenseNet is a subproject
 # (add_subdirectory), the parent links SEDenseNet::sedensenet and must see LibTorch's targets too.

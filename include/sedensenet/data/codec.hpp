@@ -1,0 +1,50 @@
+#pragma once
+/// \file
+/// Declarations of the library's compiled part (src/image_codec.cpp): the stb_image and
+/// stb_image_write calls and zlib. Users call the functions of image.hpp instead.
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sedensenet::data::codec {
+
+/// What stb_image reads from a header, without decoding.
+struct HeaderInfo {
+  bool ok = false;
+  std::string error;  ///< stb's reason when !ok
+  int width = 0;
+  int height = 0;
+  int channels = 0;   ///< as stored: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA
+  bool sixteen_bit = false;
+};
+
+/// Pixels as decoded (interleaved, 8 bits per channel, `channels` as stored).
+struct DecodedPixels {
+  bool ok = false;
+  std::string error;
+  int width = 0;
+  int height = 0;
+  int channels = 0;
+  std::vector<uint8_t> pixels;
+};
+
+HeaderInfo stb_header(const uint8_t* data, size_t size);
+DecodedPixels stb_decode(const uint8_t* data, size_t size);
+bool stb_write_png(const std::string& path, int width, int height, int channels,
+                   const uint8_t* pixels);
+std::vector<uint8_t> stb_encode_png(int width, int height, int channels, const uint8_t* pixels);
+/// Inflates a gzip stream (CRC and length checked); on failure returns {} and sets *error.
+std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, std::string* error);
+/// CRC-32 (zlib's polynomial) of a byte range.
+uint32_t crc32(const uint8_t* data, size_t size);
+
+}  // namespace sedensenet::data::codec
+
+namespace sedensenet::detail {
+/// Makes LibTorch run intra-op work of the calling thread on that thread alone (OpenMP builds):
+/// data-loading workers call it so that they do not each start a team of threads next to the
+/// training thread's. Defined in src/threading.cpp.
+void use_single_intra_op_thread();
+}  // namespace sedensenet::detail

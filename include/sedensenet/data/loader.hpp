@@ -1,0 +1,356 @@
+#pragma once
+/// \file
+/// `ImageLoader`: batches from an `ImageFolder`, decoded and transformed by worker threads into a
+/// bounded prefetch queue.
+///
+/// Determinism: the epoch's order comes from (seed, epoch) and each sample's augmentation from
+/// (seed, epoch, sample index), so the same seed gives the same batches and the same
+/// augmentations whatever the number of workers. Failures surface in batch order, also
+/// independent of the number of workers.
+
+#include <torch/arg.h>
+#include <torch/cuda.h>
+#include <torch/types.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "sedensenet/data/codec.hpp"
+#include "sedensenet/data/image_folder.hpp"
+#include "sedensenet/data/rng.hpp"
+#include "sedensenet/data/transforms.hpp"
+
+namespace sedensenet::data {
+
+/// Options of `ImageLoader`.
+struct LoaderOptions {
+  /// Images per batch, >= 1.
+  TORCH_ARG(int64_t, batch_size) = 64;
+  /// Worker threads decoding and transforming; 0 = one per core.
+  TORCH_ARG(int64_t, workers) = 0;
+  /// Batches each worker may prepare ahead of the consumer (the queue holds workers * prefetch).
+  TORCH_ARG(int64_t, prefetch) = 2;
+  /// Shuffle the order every epoch (seeded by seed and epoch); false keeps the dataset's order.
+  TORCH_ARG(bool, shuffle) = true;
+  /// Drop the last batch when it is smaller than batch_size.
+  TORCH_ARG(bool, drop_last) = false;
+  /// Seed of the order and of the augmentations.
+  TORCH_ARG(uint64_t, seed) = 0;
+  /// Keep decoded images in memory after their first use (for datasets that fit in RAM: the
+  /// random transforms still run every epoch, the decoding does not).
+  TORCH_ARG(bool, cache) = false;
+  /// Allocate batches in page-locked memory (only when CUDA is available) for faster copies.
+  TORCH_ARG(bool, pin_memory) = false;
+};
+
+/// A batch: images (N, C, H, W) float (or as the transform returns them), labels (N) int64, and
+/// the dataset indices of its samples.
+struct Batch {
+  torch::Tensor images;
+  torch::Tensor labels;
+  std::vector<int64_t> indices;
+};
+
+/// Iterates an `ImageFolder` in batches, with worker threads.
+///
+/// Example:
+/// ```
+/// auto splits = sedensenet::data::ImageFolder::split("photos");
+/// sedensenet::data::ImageLoader loader(splits.train, sedensenet::data::train_transform(224),
+///                                      sedensenet::data::LoaderOptions().batch_size(32));
+/// for (int epoch = 0; epoch < 10; ++epoch) {
+///   for (auto& batch : loader.epoch(epoch)) { /* batch.images: (32, 3, 224, 224) */ }
+/// }
+/// ```
+class ImageLoader {
+ public:
+  ImageLoader(ImageFolder dataset, TransformPtr transform, LoaderOptions options = {})
+      : dataset_(std::make_shared<ImageFolder>(std::move(dataset))),
+        transform_(std::move(transform)), options_(std::move(options)) {
+    TORCH_CHECK(options_.batch_size() >= 1, "LoaderOptions: batch_size must be >= 1, got ",
+                options_.batch_size());
+    TORCH_CHECK(options_.workers() >= 0, "LoaderOptions: workers must be >= 0 (0 = one per "
+                "core), got ", options_.workers());
+    TORCH_CHECK(options_.prefetch() >= 1, "LoaderOptions: prefetch must be >= 1, got ",
+                options_.prefetch());
+    TORCH_CHECK(dataset_->size().value() > 0, "ImageLoader: the dataset is empty");
+    const size_t n = dataset_->size().value();
+    bad_ = std::vector<std::atomic<bool>>(n);
+    if (options_.cache()) cache_.resize(n);
+  }
+
+  class Epoch;
+
+  /// Starts epoch `index`: workers begin preparing batches at once. One epoch at a time.
+  Epoch epoch(int64_t index);
+
+  /// Batches an epoch yields (before any file is found unusable).
+  int64_t batches_per_epoch() const {
+    const auto n = static_cast<int64_t>(usable_count());
+    const auto b = options_.batch_size();
+    return options_.drop_last() ? n / b : (n + b - 1) / b;
+  }
+  /// Images an epoch yields (before any file is found unusable).
+  int64_t images_per_epoch() const {
+    const auto n = static_cast<int64_t>(usable_count());
+    return options_.drop_last() ? n / options_.batch_size() * options_.batch_size() : n;
+  }
+
+  const ImageFolder& dataset() const { return *dataset_; }
+  const LoaderOptions& options() const { return options_; }
+  /// Files skipped so far (skip policy), with the reason.
+  std::vector<BadFile> bad_files() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return bad_files_;
+  }
+  /// Worker threads an epoch uses.
+  int64_t worker_count() const {
+    return options_.workers() > 0 ? options_.workers()
+                                  : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+
+ private:
+  size_t usable_count() const {
+    size_t n = 0;
+    for (const auto& b : bad_) n += b.load() ? 0 : 1;
+    return n;
+  }
+
+  /// Decoded image of sample i (from the cache when enabled).
+  torch::Tensor decoded(size_t i) {
+    if (options_.cache()) {
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (cache_[i].defined()) return cache_[i];
+      }
+      auto image = read_image(dataset_->samples()[i].path, dataset_->options().decode());
+      std::lock_guard<std::mutex> lock(mutex_);
+      cache_[i] = image;
+      return image;
+    }
+    return read_image(dataset_->samples()[i].path, dataset_->options().decode());
+  }
+
+  void record_bad(size_t i, const std::string& reason) {
+    bad_[i] = true;
+    std::lock_guard<std::mutex> lock(mutex_);
+    bad_files_.push_back({dataset_->samples()[i].path.string(), reason});
+  }
+
+  std::shared_ptr<ImageFolder> dataset_;
+  TransformPtr transform_;
+  LoaderOptions options_;
+  std::vector<std::atomic<bool>> bad_;
+  std::vector<torch::Tensor> cache_;
+  std::vector<BadFile> bad_files_;
+  mutable std::mutex mutex_;
+  bool epoch_running_ = false;
+};
+
+/// One pass over the data. Iterate with `next()` or a range-for. Destroying it (also early, or
+/// while an exception propagates) stops and joins the workers.
+class ImageLoader::Epoch {
+ public:
+  Epoch(ImageLoader& loader, int64_t index) : loader_(&loader), index_(index) {
+    TORCH_CHECK(!loader.epoch_running_, "ImageLoader: an epoch is already running; finish or "
+                "destroy it before starting the next");
+    loader.epoch_running_ = true;
+    const auto& options = loader.options_;
+    // The order: usable samples, shuffled by (seed, epoch) if asked.
+    std::vector<int64_t> usable;
+    for (size_t i = 0; i < loader.bad_.size(); ++i) {
+      if (!loader.bad_[i]) usable.push_back(static_cast<int64_t>(i));
+    }
+    if (options.shuffle()) {
+      Rng rng = Rng::for_item(options.seed(), static_cast<uint64_t>(index), 0x0def);
+      const auto order = rng.permutation(static_cast<int64_t>(usable.size()));
+      std::vector<int64_t> shuffled(usable.size());
+      for (size_t i = 0; i < order.size(); ++i) shuffled[i] = usable[static_cast<size_t>(order[i])];
+      usable = std::move(shuffled);
+    }
+    const auto b = static_cast<size_t>(options.batch_size());
+    for (size_t start = 0; start < usable.size(); start += b) {
+      const size_t end = std::min(usable.size(), start + b);
+      if (options.drop_last() && end - start < b) break;
+      plan_.emplace_back(usable.begin() + static_cast<long>(start),
+                         usable.begin() + static_cast<long>(end));
+    }
+    capacity_ = static_cast<size_t>(loader.worker_count() * options.prefetch());
+    for (int64_t w = 0; w < loader.worker_count(); ++w) workers_.emplace_back([this] { work(); });
+  }
+
+  Epoch(Epoch&& other) = delete;
+  Epoch(const Epoch&) = delete;
+  Epoch& operator=(const Epoch&) = delete;
+
+  ~Epoch() { stop(); }
+
+  /// The next batch, or nothing at the end of the epoch. Rethrows a worker's failure (an
+  /// unusable file under the error policy, an exception in a transform) at the batch it belongs
+  /// to, naming the file.
+  std::optional<Batch> next() {
+    if (consumed_ >= plan_.size()) return std::nullopt;
+    std::unique_lock<std::mutex> lock(mutex_);
+    ready_.wait(lock, [&] { return results_.count(consumed_) > 0; });
+    auto node = results_.extract(consumed_);
+    ++consumed_;
+    lock.unlock();
+    space_.notify_all();
+    if (node.mapped().error) {
+      stop();
+      std::rethrow_exception(node.mapped().error);
+    }
+    return std::move(node.mapped().batch);
+  }
+
+  /// Batches in this epoch.
+  size_t size() const { return plan_.size(); }
+
+  /// Range-for support.
+  class iterator {
+   public:
+    iterator(Epoch* epoch, bool end) : epoch_(epoch) {
+      if (!end) advance();
+    }
+    Batch& operator*() { return *current_; }
+    Batch* operator->() { return &*current_; }
+    iterator& operator++() {
+      advance();
+      return *this;
+    }
+    bool operator!=(const iterator& other) const {
+      return current_.has_value() != other.current_.has_value();
+    }
+
+   private:
+    void advance() { current_ = epoch_->next(); }
+    Epoch* epoch_;
+    std::optional<Batch> current_;
+  };
+  iterator begin() { return iterator(this, false); }
+  iterator end() { return iterator(this, true); }
+
+ private:
+  struct Result {
+    Batch batch;
+    std::exception_ptr error;
+  };
+
+  void stop() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      stopping_ = true;
+    }
+    space_.notify_all();
+    for (auto& t : workers_) {
+      if (t.joinable()) t.join();
+    }
+    workers_.clear();
+    if (loader_) loader_->epoch_running_ = false;
+  }
+
+  void work() {
+    sedensenet::detail::use_single_intra_op_thread();
+    torch::NoGradGuard no_grad;
+    for (;;) {
+      size_t k;
+      {
+        std::unique_lock<std::mutex> lock(mutex_);
+        space_.wait(lock, [&] { return stopping_ || next_batch_ < consumed_ + capacity_; });
+        if (stopping_ || next_batch_ >= plan_.size()) return;
+        k = next_batch_++;
+      }
+      Result result;
+      try {
+        result.batch = build(plan_[k]);
+      } catch (...) {
+        result.error = std::current_exception();
+      }
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        results_.emplace(k, std::move(result));
+      }
+      ready_.notify_all();
+    }
+  }
+
+  Batch build(const std::vector<int64_t>& members) {
+    auto& loader = *loader_;
+    const auto& options = loader.options_;
+    Batch batch;
+    torch::Tensor images;
+    std::vector<int64_t> labels;
+    int64_t filled = 0;
+    for (const auto index : members) {
+      const auto i = static_cast<size_t>(index);
+      torch::Tensor image;
+      try {
+        image = loader.decoded(i);
+      } catch (const ImageError& e) {
+        if (loader.dataset_->options().on_bad_file() == BadFilePolicy::error) throw;
+        loader.record_bad(i, e.reason());
+        continue;
+      }
+      if (loader.transform_) {
+        Rng rng = Rng::for_item(options.seed(), static_cast<uint64_t>(index_), i);
+        try {
+          image = loader.transform_->apply(image, rng);
+        } catch (const std::exception& e) {
+          throw std::runtime_error(loader.dataset_->samples()[i].path.string() +
+                                   ": transform failed: " + e.what());
+        }
+      }
+      if (!images.defined()) {
+        std::vector<int64_t> shape{static_cast<int64_t>(members.size())};
+        for (auto d : image.sizes()) shape.push_back(d);
+        auto tensor_options = torch::TensorOptions().dtype(image.scalar_type());
+        if (options.pin_memory() && torch::cuda::is_available()) {
+          tensor_options = tensor_options.pinned_memory(true);
+        }
+        images = torch::empty(shape, tensor_options);
+      }
+      TORCH_CHECK(image.sizes() == images.sizes().slice(1),
+                  loader.dataset_->samples()[i].path.string(), ": transformed image has shape ",
+                  image.sizes(), " but earlier images in its batch have ",
+                  images.sizes().slice(1),
+                  "; add Resize or CenterCrop to the transform so that all images have one size");
+      images[filled].copy_(image);
+      labels.push_back(loader.dataset_->samples()[i].label);
+      batch.indices.push_back(index);
+      ++filled;
+    }
+    if (!images.defined()) {  // every file of the batch was unusable
+      images = torch::empty({0});
+    } else if (filled < images.size(0)) {
+      images = images.narrow(0, 0, filled);
+    }
+    batch.images = images;
+    batch.labels = torch::tensor(labels, torch::kLong);
+    return batch;
+  }
+
+  ImageLoader* loader_;
+  int64_t index_;
+  std::vector<std::vector<int64_t>> plan_;
+  size_t capacity_ = 1;
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable ready_, space_;
+  std::map<size_t, Result> results_;
+  size_t next_batch_ = 0;
+  size_t consumed_ = 0;
+  bool stopping_ = false;
+};
+
+inline ImageLoader::Epoch ImageLoader::epoch(int64_t index) { return Epoch(*this, index); }
+
+}  // namespace sedensenet::data

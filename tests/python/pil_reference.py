@@ -1,0 +1,145 @@
+"""PIL / torchvision references for the image tests (python3-pil, python3-torchvision 0.14).
+
+  formats <dir>      writes images in every format PIL can write, plus PIL's decoding of each
+                     (convert("RGB"), uint8 H x W x 3) into <dir>/decoded (a tensor bundle)
+  transforms <dir>   writes a source image (<dir>/source.png) and torchvision's output for each
+                     transform with fixed parameters into <dir>/expected (a tensor bundle)
+  decode <dir>       decodes every file in <dir> (made by the C++ test) with PIL into
+                     <dir>/decoded
+"""
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+import bundle
+
+
+def structured(h, w, seed, channels=3):
+    """Smooth gradients plus edges and noise: content on which resampling differences show."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = [(x * 255.0 / max(w - 1, 1)), (y * 255.0 / max(h - 1, 1)),
+            ((x + y) % 32) * 8.0]
+    img = np.stack(base[:channels], -1) if channels > 1 else base[0][..., None]
+    img[h // 3: h // 2, w // 4: w // 2] = 255 - img[h // 3: h // 2, w // 4: w // 2]
+    img = img + rng.normal(0, 12, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def decoded(path):
+    with Image.open(path) as im:
+        return torch.from_numpy(np.array(im.convert("RGB"), dtype=np.uint8).copy())
+
+
+def formats(folder):
+    os.makedirs(folder, exist_ok=True)
+    rgb = structured(37, 53, 1)
+    grey = structured(37, 53, 2, channels=1)[..., 0]
+    files = {}
+
+    def save(name, image, **kw):
+        path = os.path.join(folder, name)
+        image.save(path, **kw)
+        files[name.replace(".", "_")] = decoded(path)
+
+    save("rgb.png", Image.fromarray(rgb))
+    save("grey.png", Image.fromarray(grey, "L"))
+    la = np.stack([grey, structured(37, 53, 3, 1)[..., 0]], -1)
+    save("grey_alpha.png", Image.fromarray(la, "LA"))
+    rgba = np.concatenate([rgb, structured(37, 53, 4, 1)], -1)
+    save("rgba.png", Image.fromarray(rgba, "RGBA"))
+    save("palette.png", Image.fromarray(rgb).quantize(64))
+    # 16-bit RGB PNG: PIL cannot write it from "RGB"; write raw with numpy via PIL's "I;16"
+    # per channel is not possible either, so 16-bit RGB files come from the C++ side (stb).
+    save("rgb.bmp", Image.fromarray(rgb))
+    save("grey.bmp", Image.fromarray(grey, "L"))
+    save("rgb.ppm", Image.fromarray(rgb))
+    save("grey.pgm", Image.fromarray(grey, "L"))
+    save("rgb.tga", Image.fromarray(rgb))
+    save("palette.gif", Image.fromarray(rgb).quantize(128))
+    for quality in (75, 95):
+        save("q%d.jpg" % quality, Image.fromarray(rgb), quality=quality)
+    save("q90_444.jpg", Image.fromarray(rgb), quality=90, subsampling=0)
+    save("grey.jpg", Image.fromarray(grey, "L"), quality=90)
+    save("progressive.jpg", Image.fromarray(rgb), quality=85, progressive=True)
+    # 16-bit greyscale PNG (PIL mode I;16).
+    grey16 = (structured(37, 53, 5, 1)[..., 0].astype(np.uint16) * 257 + 3)
+    Image.fromarray(grey16, "I;16").save(os.path.join(folder, "grey16.png"))
+    files["grey16_png_raw"] = torch.from_numpy(grey16.astype(np.int64))
+    bundle.save(os.path.join(folder, "decoded"), files)
+
+
+def decode(folder):
+    files = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            files[name.replace(".", "_")] = decoded(path)
+    bundle.save(os.path.join(folder, "decoded"), files)
+
+
+def transforms(folder):
+    import torchvision.transforms.functional as F
+    from torchvision.transforms import InterpolationMode
+
+    os.makedirs(folder, exist_ok=True)
+    src = Image.fromarray(structured(45, 61, 7))
+    src.save(os.path.join(folder, "source.png"))
+    grey_l = Image.fromarray(structured(45, 61, 8, 1)[..., 0], "L")
+    grey_l.save(os.path.join(folder, "grey_source.png"))  # one channel on disk
+    grey = grey_l.convert("RGB")  # what torchvision's loader gives the transforms
+    out = {}
+
+    def put(name, image):
+        out[name] = torch.from_numpy(np.array(image, dtype=np.uint8).copy())
+
+    for h, w in ((224, 224), (20, 30), (45, 61), (90, 17), (7, 7)):
+        put("resize_%dx%d" % (h, w), F.resize(src, [h, w], InterpolationMode.BILINEAR))
+    for size in (32, 50):
+        put("resize_short_%d" % size, F.resize(src, size, InterpolationMode.BILINEAR))
+        put("resize_grey_short_%d" % size, F.resize(grey, size, InterpolationMode.BILINEAR))
+    for h, w in ((20, 20), (21, 30), (44, 60), (50, 70)):
+        put("center_crop_%dx%d" % (h, w), F.center_crop(src, [h, w]))
+    put("crop_5_7_20_30", F.crop(src, 5, 7, 20, 30))
+    put("crop_outside", F.crop(src, -3, 50, 20, 30))
+    for mode in ("constant", "edge", "reflect", "symmetric"):
+        put("pad_%s" % mode, F.pad(src, [3, 4, 5, 6], fill=17, padding_mode=mode))
+    put("hflip", F.hflip(src))
+    put("resized_crop", F.resized_crop(src, 4, 6, 30, 40, [24, 24], InterpolationMode.BILINEAR))
+    for angle in (17.0, -33.5, 90.0, 180.0, 270.0, 45.0, 1.0):
+        put("rotate_%s" % str(angle).replace("-", "m").replace(".", "_"),
+            F.rotate(src, angle, InterpolationMode.NEAREST, fill=0))
+    for factor in (0.0, 0.6, 1.4):
+        tag = str(factor).replace(".", "_")
+        put("brightness_" + tag, F.adjust_brightness(src, factor))
+        put("contrast_" + tag, F.adjust_contrast(src, factor))
+        put("saturation_" + tag, F.adjust_saturation(src, factor))
+        put("grey_contrast_" + tag, F.adjust_contrast(grey, factor))
+    for hue in (-0.4, -0.1, 0.05, 0.3):
+        put("hue_" + str(hue).replace("-", "m").replace(".", "_"), F.adjust_hue(src, hue))
+    tensor = F.to_tensor(src)
+    out["to_tensor"] = tensor
+    out["normalize"] = F.normalize(tensor, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    bundle.save(os.path.join(folder, "expected"), out)
+
+
+def hue_all(folder):
+    """torchvision's adjust_hue on an image holding each of the 2^24 colours once (pixel i has
+    colour i: red = i >> 16, green = (i >> 8) & 255, blue = i & 255), for two factors."""
+    import torchvision.transforms.functional as F
+
+    colours = np.arange(1 << 24, dtype=np.uint32)
+    rgb = np.stack([(colours >> 16) & 255, (colours >> 8) & 255, colours & 255], -1)
+    image = Image.fromarray(rgb.astype(np.uint8).reshape(4096, 4096, 3))
+    out = {}
+    for name, factor in (("plus", 0.37), ("minus", -0.21)):
+        out[name] = torch.from_numpy(np.array(F.adjust_hue(image, factor), dtype=np.uint8))
+    bundle.save(os.path.join(folder, "hue_all"), out)
+
+
+if __name__ == "__main__":
+    {"formats": formats, "transforms": transforms, "decode": decode,
+     "hue_all": hue_all}[sys.argv[1]](sys.argv[2])

@@ -1,0 +1,182 @@
+// Decoding: every format against PIL (exact for PNG, BMP, PNM, TGA, GIF; JPEG within a mean
+// absolute difference of 1.0), and every kind of bad file gives its documented error.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "sedensenet/data/image.hpp"
+#include "support/bundle.hpp"
+#include "support/python.hpp"
+
+using namespace sedensenet::data;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+torch::Tensor decode_hwc(const fs::path& path) {
+  return to_rgb(read_image(path)).permute({1, 2, 0}).contiguous();
+}
+
+double mean_abs_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  return (a.to(torch::kDouble) - b.to(torch::kDouble)).abs().mean().item<double>();
+}
+
+void write_bytes(const fs::path& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+std::vector<uint8_t> prefix(const std::vector<uint8_t>& bytes, size_t n) {
+  return {bytes.begin(), bytes.begin() + static_cast<long>(std::min(n, bytes.size()))};
+}
+}  // namespace
+
+TEST_CASE("Every format decodes as PIL's convert('RGB') does", "[image][pil][python]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::run_python("pil_reference.py", "formats " + dir.path().string());
+  auto expected = sedensenet::test::load_bundle(dir / "decoded");
+  const std::vector<std::string> exact = {"rgb.png",  "grey.png", "grey_alpha.png", "rgba.png",
+                                          "palette.png", "rgb.bmp", "grey.bmp", "rgb.ppm",
+                                          "grey.pgm", "rgb.tga", "palette.gif"};
+  for (const auto& name : exact) {
+    INFO(name);
+    auto key = name;
+    std::replace(key.begin(), key.end(), '.', '_');
+    auto ours = decode_hwc(dir / name);
+    REQUIRE(ours.sizes() == expected.at(key).sizes());
+    CHECK(torch::equal(ours, expected.at(key)));
+  }
+  for (const std::string name : {"q75.jpg", "q95.jpg", "q90_444.jpg", "grey.jpg", "progressive.jpg"}) {
+    INFO(name);
+    auto key = name;
+    std::replace(key.begin(), key.end(), '.', '_');
+    auto ours = decode_hwc(dir / name);
+    REQUIRE(ours.sizes() == expected.at(key).sizes());
+    const double mad = mean_abs_difference(ours, expected.at(key));
+    INFO("mean absolute difference " << mad);
+    CHECK(mad <= 1.0);
+  }
+  // Grey stays one channel until ToTensor (a third of the work); values are PIL's.
+  CHECK(read_image(dir / "grey.png").size(0) == 1);
+  CHECK(read_image(dir / "grey_alpha.png").size(0) == 1);
+  CHECK(read_image(dir / "rgba.png").size(0) == 3);
+  // 16-bit grey PNG: reduced to the high byte (PIL would clip values above 255 to white).
+  auto grey16 = read_image(dir / "grey16.png");
+  CHECK(torch::equal(grey16[0].to(torch::kLong), expected.at("grey16_png_raw").floor_divide(256)));
+}
+
+TEST_CASE("Images written with stb_image_write read back identically, and PIL agrees",
+          "[image][pil][python]") {
+  sedensenet::test::TempDir dir;
+  torch::manual_seed(0);
+  auto rgb = torch::randint(0, 256, {3, 19, 23}, torch::kUInt8);
+  auto grey = torch::randint(0, 256, {1, 19, 23}, torch::kUInt8);
+  write_png(dir / "rgb.png", rgb);
+  write_png(dir / "grey.png", grey);
+  CHECK(torch::equal(read_image(dir / "rgb.png"), rgb));
+  CHECK(torch::equal(read_image(dir / "grey.png"), grey));
+  sedensenet::test::run_python("pil_reference.py", "decode " + dir.path().string());
+  auto pil = sedensenet::test::load_bundle(dir / "decoded");
+  CHECK(torch::equal(pil.at("rgb_png"), rgb.permute({1, 2, 0})));
+  CHECK(torch::equal(pil.at("grey_png"), to_rgb(grey).permute({1, 2, 0})));
+}
+
+TEST_CASE("Bad files give errors that name the file and the problem", "[image][errors]") {
+  sedensenet::test::TempDir dir;
+  auto good = dir / "good.png";
+  write_png(good, torch::randint(0, 256, {3, 32, 32}, torch::kUInt8));
+  const auto png = read_file(good);
+
+  SECTION("zero bytes") {
+    write_bytes(dir / "empty.png", {});
+    REQUIRE_THROWS_WITH(read_image(dir / "empty.png"),
+                        Contains("empty.png") && Contains("file is empty (0 bytes)"));
+  }
+  SECTION("text behind an image extension") {
+    std::ofstream(dir / "notes.jpg") << "these are not pixels\n";
+    REQUIRE_THROWS_WITH(read_image(dir / "notes.jpg"),
+                        Contains("notes.jpg") && Contains("not a supported image"));
+  }
+  SECTION("corrupt data after a valid signature") {
+    auto bytes = png;
+    for (size_t i = 40; i < bytes.size() - 20; ++i) bytes[i] ^= 0x5A;
+    write_bytes(dir / "corrupt.png", bytes);
+    REQUIRE_THROWS_AS(read_image(dir / "corrupt.png"), ImageError);
+  }
+  SECTION("truncated files of every format with a length check") {
+    write_bytes(dir / "cut.png", prefix(png, png.size() / 2));
+    REQUIRE_THROWS_WITH(read_image(dir / "cut.png"), Contains("cut.png"));
+    // JPEG, BMP, PPM, GIF, TGA through PIL-independent writers: stb for BMP/TGA, raw PPM.
+    std::vector<uint8_t> ppm;
+    const std::string header = "P6\n16 16\n255\n";
+    ppm.insert(ppm.end(), header.begin(), header.end());
+    ppm.resize(header.size() + 16 * 16 * 3, 128);
+    write_bytes(dir / "whole.ppm", ppm);
+    CHECK(read_image(dir / "whole.ppm").sizes() == torch::IntArrayRef({3, 16, 16}));
+    write_bytes(dir / "cut.ppm", prefix(ppm, ppm.size() - 10));
+    REQUIRE_THROWS_WITH(read_image(dir / "cut.ppm"), Contains("truncated PNM"));
+
+    std::vector<uint8_t> jpeg = {0xFF, 0xD8, 0xFF, 0xE0};
+    write_bytes(dir / "cut.jpg", jpeg);
+    REQUIRE_THROWS_AS(read_image(dir / "cut.jpg"), ImageError);
+  }
+  SECTION("decompression bomb: rejected from the header, before decoding") {
+    // A PNG header that claims 100000 x 100000 pixels (10^10), with almost no data.
+    auto bytes = prefix(png, 33);
+    auto put32 = [&](size_t at, uint32_t v) {
+      for (int i = 0; i < 4; ++i) bytes[at + i] = static_cast<uint8_t>(v >> (24 - 8 * i));
+    };
+    put32(16, 100000);
+    put32(20, 100000);
+    write_bytes(dir / "bomb.png", bytes);
+    REQUIRE_THROWS_WITH(read_image(dir / "bomb.png"),
+                        Contains("bomb.png") && Contains("100000x100000") &&
+                            Contains("above the limit of 89478485"));
+    // 10000 x 10000: small enough for stb, still above the default limit.
+    put32(16, 10000);
+    put32(20, 10000);
+    write_bytes(dir / "bomb2.png", bytes);
+    REQUIRE_THROWS_WITH(read_image(dir / "bomb2.png"), Contains("10000x10000 = 100000000 pixels"));
+    // The limit is configurable.
+    REQUIRE_THROWS_WITH(read_image(good, DecodeOptions().max_pixels(1000)),
+                        Contains("above the limit of 1000"));
+  }
+  SECTION("missing and unreadable paths") {
+    REQUIRE_THROWS_WITH(read_image(dir / "nope.png"), Contains("nope.png: file not found"));
+    fs::create_directory(dir / "folder.png");
+    REQUIRE_THROWS_WITH(read_image(dir / "folder.png"), Contains("is a directory"));
+    fs::create_symlink(dir / "gone.png", dir / "dangling.png");
+    REQUIRE_THROWS_WITH(read_image(dir / "dangling.png"), Contains("file not found"));
+  }
+  SECTION("ASCII PNM is refused with what to do") {
+    std::ofstream(dir / "ascii.ppm") << "P3\n2 1\n255\n255 0 0 0 255 0\n";
+    REQUIRE_THROWS_WITH(read_image(dir / "ascii.ppm"), Contains("P3") && Contains("not supported"));
+  }
+}
+
+TEST_CASE("decode_image works on in-memory data and read_header reports format and size",
+          "[image]") {
+  sedensenet::test::TempDir dir;
+  auto image = torch::randint(0, 256, {3, 8, 8}, torch::kUInt8);
+  write_png(dir / "a.png", image);
+  auto bytes = read_file(dir / "a.png");
+  auto decoded = decode_image(bytes, "in-memory.png");
+  CHECK(torch::equal(decoded, image));
+  auto header = read_header(bytes.data(), bytes.size(), "in-memory.png");
+  CHECK(header.format == ImageFormat::png);
+  CHECK(header.width == 8);
+  CHECK(header.height == 8);
+}
+
+TEST_CASE("gunzip checks integrity", "[image][gzip]") {
+  const auto bytes = read_file("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz");
+  auto labels = gunzip(bytes, "t10k-labels");
+  CHECK(labels.size() == 10008);
+  auto cut = std::vector<uint8_t>(bytes.begin(), bytes.begin() + bytes.size() / 2);
+  REQUIRE_THROWS_WITH(gunzip(cut, "cut.gz"), Contains("cut.gz") && Contains("truncated"));
+  auto flipped = bytes;
+  flipped[flipped.size() - 6] ^= 0xFF;  // CRC
+  REQUIRE_THROWS_WITH(gunzip(flipped, "flipped.gz"), Contains("corrupt"));
+}

@@ -1,0 +1,193 @@
+// ImageLoader: the same batches and augmentations whatever the number of workers, drop_last,
+// cache, bad files under both policies, failing transforms, and clean early exit.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+#include "sedensenet/data/loader.hpp"
+#include "support/image_tree.hpp"
+#include "support/python.hpp"
+
+using namespace sedensenet::data;
+using Catch::Matchers::Contains;
+namespace fs = std::filesystem;
+
+namespace {
+int thread_count() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : fs::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+TransformPtr augmenting() {
+  return compose({std::make_shared<Resize>(10, 10), std::make_shared<RandomHorizontalFlip>(),
+                  std::make_shared<RandomCrop>(8, 2), std::make_shared<ColorJitter>(0.3, 0.3),
+                  std::make_shared<ToTensor>(),
+                  std::make_shared<Normalize>(imagenet_mean(), imagenet_std())});
+}
+
+std::vector<Batch> run_epoch(ImageLoader& loader, int64_t epoch) {
+  std::vector<Batch> batches;
+  for (auto& batch : loader.epoch(epoch)) batches.push_back(batch);
+  return batches;
+}
+
+class ThrowingTransform : public Transform {
+ public:
+  torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
+    if (image[0][0][0].item<int>() == 3) throw std::runtime_error("user transform exploded");
+    return ToTensor().apply(image, *std::make_unique<Rng>(0));
+  }
+  std::string describe() const override { return "Throwing"; }
+};
+}  // namespace
+
+TEST_CASE("The same seed gives the same batches and augmentations for any worker count",
+          "[loader][determinism]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b", "c"}, {9, 7, 5});
+  ImageFolder folder(dir.path());
+  std::vector<std::vector<Batch>> runs;
+  for (int64_t workers : {1, 2, 3}) {
+    ImageLoader loader(folder, augmenting(),
+                       LoaderOptions().batch_size(4).workers(workers).seed(11).prefetch(1));
+    runs.push_back(run_epoch(loader, 2));
+  }
+  REQUIRE(runs[0].size() == 6);  // 21 images, batches of 4, last one of 1
+  for (size_t r = 1; r < runs.size(); ++r) {
+    REQUIRE(runs[r].size() == runs[0].size());
+    for (size_t b = 0; b < runs[0].size(); ++b) {
+      CHECK(runs[r][b].indices == runs[0][b].indices);
+      CHECK(torch::equal(runs[r][b].labels, runs[0][b].labels));
+      CHECK(torch::equal(runs[r][b].images, runs[0][b].images));
+    }
+  }
+  CHECK(runs[0].back().images.sizes() == torch::IntArrayRef({1, 3, 8, 8}));
+  CHECK(runs[0][0].images.is_contiguous());
+  CHECK(runs[0][0].images.scalar_type() == torch::kFloat);
+  CHECK(runs[0][0].labels.scalar_type() == torch::kLong);
+  // Every image exactly once per epoch; another epoch has another order.
+  std::vector<int64_t> seen;
+  for (const auto& b : runs[0]) seen.insert(seen.end(), b.indices.begin(), b.indices.end());
+  std::sort(seen.begin(), seen.end());
+  std::vector<int64_t> all(21);
+  std::iota(all.begin(), all.end(), 0);
+  CHECK(seen == all);
+  ImageLoader loader(folder, augmenting(), LoaderOptions().batch_size(4).seed(11));
+  CHECK(run_epoch(loader, 3)[0].indices != runs[0][0].indices);
+}
+
+TEST_CASE("drop_last, no shuffle, cache", "[loader]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {5, 5});
+  ImageFolder folder(dir.path());
+  ImageLoader dropping(folder, augmenting(), LoaderOptions().batch_size(4).drop_last(true));
+  CHECK(dropping.batches_per_epoch() == 2);
+  CHECK(run_epoch(dropping, 0).size() == 2);
+
+  ImageLoader ordered(folder, std::make_shared<ToTensor>(),
+                      LoaderOptions().batch_size(3).shuffle(false).workers(2));
+  auto batches = run_epoch(ordered, 0);
+  CHECK(batches[0].indices == std::vector<int64_t>{0, 1, 2});
+  CHECK(batches[3].indices == std::vector<int64_t>{9});
+  CHECK(torch::equal(batches[0].labels, torch::tensor({0, 0, 0}, torch::kLong)));
+
+  ImageLoader plain(folder, augmenting(), LoaderOptions().batch_size(3).seed(5));
+  ImageLoader cached(folder, augmenting(), LoaderOptions().batch_size(3).seed(5).cache(true));
+  for (int64_t epoch : {0, 1}) {
+    auto p = run_epoch(plain, epoch);
+    auto c = run_epoch(cached, epoch);
+    for (size_t b = 0; b < p.size(); ++b) CHECK(torch::equal(p[b].images, c[b].images));
+  }
+}
+
+TEST_CASE("Bad files: skipped and listed, or the epoch stops naming the file",
+          "[loader][errors]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {6, 6});
+  std::ofstream(dir / "a" / "img_002.png", std::ios::trunc) << "corrupt";
+  SECTION("skip") {
+    ImageFolder folder(dir.path());
+    ImageLoader loader(folder, augmenting(), LoaderOptions().batch_size(4).shuffle(false));
+    auto batches = run_epoch(loader, 0);
+    int64_t images = 0;
+    for (const auto& b : batches) images += b.images.size(0);
+    CHECK(images == 11);
+    CHECK(batches[0].images.size(0) == 3);  // the batch that held the bad file is one short
+    REQUIRE(loader.bad_files().size() == 1);
+    CHECK_THAT(loader.bad_files()[0].path, Contains("img_002.png"));
+    CHECK_THAT(loader.bad_files()[0].reason, Contains("not a supported image"));
+    // Later epochs leave it out from the start.
+    CHECK(loader.images_per_epoch() == 11);
+    CHECK(run_epoch(loader, 1)[0].images.size(0) == 4);
+  }
+  SECTION("error") {
+    ImageFolder folder(dir.path(), ImageFolderOptions().on_bad_file(BadFilePolicy::error));
+    for (int64_t workers : {1, 3}) {
+      ImageLoader loader(folder, augmenting(),
+                         LoaderOptions().batch_size(2).shuffle(false).workers(workers));
+      auto epoch = loader.epoch(0);
+      CHECK(epoch.next().has_value());  // batch 0: images 0 and 1
+      REQUIRE_THROWS_WITH(epoch.next(), Contains("img_002.png") && Contains("not a supported image"));
+    }
+  }
+}
+
+TEST_CASE("An exception in a user transform stops the epoch, naming the file",
+          "[loader][errors]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {6, 6});
+  ImageFolder folder(dir.path());
+  ImageLoader loader(folder, std::make_shared<ThrowingTransform>(),
+                     LoaderOptions().batch_size(4).shuffle(false).workers(2));
+  auto run = [&] { run_epoch(loader, 0); };
+  REQUIRE_THROWS_WITH(run(), Contains("img_003.png") && Contains("user transform exploded"));
+  // The loader is usable again afterwards.
+  CHECK_THROWS(run());
+}
+
+TEST_CASE("Leaving an epoch early joins the workers promptly and leaks no thread",
+          "[loader][shutdown]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {40, 40});
+  ImageFolder folder(dir.path());
+  const int before = thread_count();
+  const auto start = std::chrono::steady_clock::now();
+  {
+    ImageLoader loader(folder, augmenting(), LoaderOptions().batch_size(2).workers(4));
+    for (auto& batch : loader.epoch(0)) {
+      CHECK(batch.images.size(0) == 2);
+      break;  // early exit with workers busy and the queue full
+    }
+    auto epoch = loader.epoch(1);  // and one abandoned without reading anything
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  CHECK(seconds < 10.0);
+  CHECK(thread_count() == before);
+}
+
+TEST_CASE("Loader options are validated", "[loader][errors]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {1, 1});
+  ImageFolder folder(dir.path());
+  REQUIRE_THROWS_WITH(ImageLoader(folder, nullptr, LoaderOptions().batch_size(0)),
+                      Contains("batch_size must be >= 1, got 0"));
+  REQUIRE_THROWS_WITH(ImageLoader(folder, nullptr, LoaderOptions().workers(-1)),
+                      Contains("workers must be >= 0"));
+  ImageLoader loader(folder, nullptr, LoaderOptions().batch_size(2));
+  auto first = loader.epoch(0);
+  REQUIRE_THROWS_WITH(loader.epoch(1), Contains("an epoch is already running"));
+}
+
+TEST_CASE("Images of different sizes in one batch: a clear error", "[loader][errors]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {2, 2}, 12);
+  write_png(dir / "a" / "big.png", torch::zeros({3, 20, 20}, torch::kUInt8));
+  ImageFolder folder(dir.path());
+  ImageLoader loader(folder, std::make_shared<ToTensor>(), LoaderOptions().batch_size(8));
+  REQUIRE_THROWS_WITH(run_epoch(loader, 0), Contains("add Resize or CenterCrop"));
+}
