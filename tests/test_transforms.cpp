@@ -153,6 +153,15 @@ TEST_CASE("ToTensor and Normalize are exact", "[transforms][python]") {
   auto grey = ToTensor().apply(r.grey, rng);
   CHECK(grey.size(0) == 3);
   CHECK(torch::equal(grey[0], grey[2]));
+  // The fused path the loader uses (writing into a batch slot) gives the same values.
+  auto pipeline = compose({std::make_shared<ToTensor>(),
+                           std::make_shared<Normalize>(imagenet_mean(), imagenet_std())});
+  for (const auto& image : {r.source, r.grey}) {
+    auto slot = torch::empty({3, image.size(1), image.size(2)});
+    REQUIRE(pipeline->apply_into(image, rng, slot));
+    CHECK(torch::equal(slot, pipeline->apply(image, rng)));
+  }
+  CHECK(torch::equal(pipeline->apply(r.source, rng), r.expected.at("normalize")));
 }
 
 TEST_CASE("Random transforms are deterministic for a seed and cover their range",

@@ -140,6 +140,23 @@ class ImageLoader {
     return read_image(dataset_->samples()[i].path, dataset_->options().decode());
   }
 
+  /// A batch tensor from the pool (one no batch or view refers to any more), or a new one. Reusing
+  /// batch memory avoids the page faults of a fresh multi-megabyte allocation for every batch
+  /// (measured: 15 ms for a 64x3x224x224 float batch, more than decoding and transforming it).
+  torch::Tensor acquire_buffer(at::IntArrayRef shape, torch::ScalarType dtype, bool pinned) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& buffer : pool_) {
+      if (buffer.use_count() == 1 && buffer.storage().use_count() == 1 &&
+          buffer.sizes() == shape && buffer.scalar_type() == dtype) {
+        return buffer;
+      }
+    }
+    auto buffer = torch::empty(shape, torch::TensorOptions().dtype(dtype).pinned_memory(pinned));
+    const auto limit = static_cast<size_t>(worker_count() * (options_.prefetch() + 1) + 2);
+    if (pool_.size() < limit) pool_.push_back(buffer);
+    return buffer;
+  }
+
   void record_bad(size_t i, const std::string& reason) {
     bad_[i] = true;
     std::lock_guard<std::mutex> lock(mutex_);
@@ -152,6 +169,7 @@ class ImageLoader {
   std::vector<std::atomic<bool>> bad_;
   std::vector<torch::Tensor> cache_;
   std::vector<BadFile> bad_files_;
+  std::vector<torch::Tensor> pool_;  // reusable batch tensors
   mutable std::mutex mutex_;
   bool epoch_running_ = false;
 };
@@ -300,30 +318,45 @@ class ImageLoader::Epoch {
         loader.record_bad(i, e.reason());
         continue;
       }
-      if (loader.transform_) {
-        Rng rng = Rng::for_item(options.seed(), static_cast<uint64_t>(index_), i);
+      const auto& path = loader.dataset_->samples()[i].path;
+      Rng rng = Rng::for_item(options.seed(), static_cast<uint64_t>(index_), i);
+      auto transform_failed = [&](const std::exception& e) {
+        return std::runtime_error(path.string() + ": transform failed: " + e.what());
+      };
+      if (images.defined()) {
+        // Later samples: written straight into their slot when the pipeline can.
+        auto slot = images[filled];
+        bool written = false;
         try {
-          image = loader.transform_->apply(image, rng);
+          written = loader.transform_ && loader.transform_->apply_into(image, rng, slot);
+          if (!written) {
+            rng = Rng::for_item(options.seed(), static_cast<uint64_t>(index_), i);
+            if (loader.transform_) image = loader.transform_->apply(image, rng);
+          }
         } catch (const std::exception& e) {
-          throw std::runtime_error(loader.dataset_->samples()[i].path.string() +
-                                   ": transform failed: " + e.what());
+          throw transform_failed(e);
         }
-      }
-      if (!images.defined()) {
+        if (!written) {
+          TORCH_CHECK(image.sizes() == images.sizes().slice(1), path.string(),
+                      ": transformed image has shape ", image.sizes(),
+                      " but earlier images in its batch have ", images.sizes().slice(1),
+                      "; add Resize or CenterCrop to the transform so that all images have one "
+                      "size");
+          slot.copy_(image);
+        }
+      } else {
+        // First sample: its shape sizes the batch.
+        try {
+          if (loader.transform_) image = loader.transform_->apply(image, rng);
+        } catch (const std::exception& e) {
+          throw transform_failed(e);
+        }
         std::vector<int64_t> shape{static_cast<int64_t>(members.size())};
         for (auto d : image.sizes()) shape.push_back(d);
-        auto tensor_options = torch::TensorOptions().dtype(image.scalar_type());
-        if (options.pin_memory() && torch::cuda::is_available()) {
-          tensor_options = tensor_options.pinned_memory(true);
-        }
-        images = torch::empty(shape, tensor_options);
+        images = loader.acquire_buffer(shape, image.scalar_type(),
+                                       options.pin_memory() && torch::cuda::is_available());
+        images[filled].copy_(image);
       }
-      TORCH_CHECK(image.sizes() == images.sizes().slice(1),
-                  loader.dataset_->samples()[i].path.string(), ": transformed image has shape ",
-                  image.sizes(), " but earlier images in its batch have ",
-                  images.sizes().slice(1),
-                  "; add Resize or CenterCrop to the transform so that all images have one size");
-      images[filled].copy_(image);
       labels.push_back(loader.dataset_->samples()[i].label);
       batch.indices.push_back(index);
       ++filled;

@@ -42,6 +42,15 @@ class Transform {
   virtual torch::Tensor apply(const torch::Tensor& image, Rng& rng) const = 0;
   /// Human-readable description, e.g. "Resize(224)".
   virtual std::string describe() const = 0;
+  /// Like `apply`, writing the result into `out` (a preallocated slot of a batch, of the result's
+  /// shape and dtype) when the transform can do so without a temporary. Returns false when it
+  /// cannot (the default); the caller then uses `apply` and copies. The values are the same.
+  virtual bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const {
+    (void)image;
+    (void)rng;
+    (void)out;
+    return false;
+  }
   torch::Tensor operator()(const torch::Tensor& image, Rng& rng) const { return apply(image, rng); }
 };
 
@@ -96,6 +105,17 @@ class Compose : public Transform {
     torch::Tensor x = image;
     for (const auto& step : steps_) x = step->apply(x, rng);
     return x;
+  }
+  /// Runs every step but the last, then lets the last write into `out` if it can.
+  bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const override {
+    if (steps_.empty()) return false;
+    torch::Tensor x = image;
+    for (size_t i = 0; i + 1 < steps_.size(); ++i) x = steps_[i]->apply(x, rng);
+    if (steps_.back()->apply_into(x, rng, out)) return true;
+    auto result = steps_.back()->apply(x, rng);
+    if (result.sizes() != out.sizes()) return false;  // the caller reports the mismatch
+    out.copy_(result);
+    return true;
   }
   std::string describe() const override {
     std::ostringstream os;
@@ -351,7 +371,8 @@ inline torch::Tensor adjust_hue(const torch::Tensor& image, double hue_factor) {
 inline torch::Tensor to_tensor(const torch::Tensor& image) {
   detail::check_uint8_image(image, "ToTensor");
   auto x = image.to(torch::kFloat32).div_(255);
-  return image.size(0) == 1 ? x.expand({3, x.size(1), x.size(2)}).contiguous() : x;
+  // Grey: three views of one channel (copied when written into a batch, or by the next step).
+  return image.size(0) == 1 ? x.expand({3, x.size(1), x.size(2)}) : x;
 }
 
 /// (x - mean) / std per channel, as torchvision's Normalize (sub, then div).
@@ -610,14 +631,47 @@ class Normalize : public Transform {
   Normalize(std::vector<double> mean, std::vector<double> std)
       : mean_(std::move(mean)), std_(std::move(std)) {
     for (double s : std_) TORCH_CHECK(s > 0, "Normalize: std values must be > 0, got ", s);
+    TORCH_CHECK(mean_.size() == std_.size(), "Normalize: ", mean_.size(), " means but ",
+                std_.size(), " standard deviations");
+    mean_f_ = torch::tensor(mean_, torch::kFloat32).view({-1, 1, 1});
+    std_f_ = torch::tensor(std_, torch::kFloat32).view({-1, 1, 1});
   }
   torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
+    if (image.scalar_type() == torch::kFloat32 && image.dim() == 3 &&
+        image.size(0) == static_cast<int64_t>(mean_.size())) {
+      return image.sub(mean_f_).div_(std_f_);  // torchvision: sub, then div
+    }
     return functional::normalize(image, mean_, std_);
   }
-  std::string describe() const override { return "Normalize(ImageNet)"; }
+  /// Writes (x - mean) / std per channel into `out` without temporaries; with a grey image that
+  /// ToTensor expanded, each channel is computed from the single stored channel.
+  bool apply_into(const torch::Tensor& image, Rng&, torch::Tensor& out) const override {
+    if (image.scalar_type() != torch::kFloat32 || out.scalar_type() != torch::kFloat32 ||
+        image.dim() != 3 || image.sizes() != out.sizes() ||
+        image.size(0) != static_cast<int64_t>(mean_.size())) {
+      return false;
+    }
+    for (int64_t c = 0; c < image.size(0); ++c) {
+      auto channel = out[c];
+      // (1, 1) tensors, not scalars: the same element-wise kernels as the (3, 1, 1) broadcast.
+      torch::sub_out(channel, image[c], mean_f_[c]);
+      channel.div_(std_f_[c]);
+    }
+    return true;
+  }
+  std::string describe() const override {
+    std::ostringstream os;
+    os << "Normalize(mean=[";
+    for (size_t i = 0; i < mean_.size(); ++i) os << (i ? ", " : "") << mean_[i];
+    os << "], std=[";
+    for (size_t i = 0; i < std_.size(); ++i) os << (i ? ", " : "") << std_[i];
+    os << "])";
+    return os.str();
+  }
 
  private:
   std::vector<double> mean_, std_;
+  torch::Tensor mean_f_, std_f_;
 };
 
 /// ImageNet statistics, the reference's normalisation.
