@@ -8,7 +8,11 @@
 /// sedensenet::DenseNet net(sedensenet::DenseNetOptions::densenet_bc(100, 12).num_classes(10));
 /// ```
 
+#include "sedensenet/data.hpp"
+#include "sedensenet/io/files.hpp"
+#include "sedensenet/io/model_config.hpp"
 #include "sedensenet/nn.hpp"
+#include "sedensenet/train.hpp"
 #include "sedensenet/util/errors.hpp"
 #include "sedensenet/util/memory.hpp"
 #include "sedensenet/util/svg.hpp"

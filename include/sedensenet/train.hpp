@@ -1,0 +1,10 @@
+#pragma once
+/// \file
+/// Training: options, the Trainer, metrics, history, progress output.
+
+#include "sedensenet/train/history.hpp"
+#include "sedensenet/train/metrics.hpp"
+#include "sedensenet/train/options.hpp"
+#include "sedensenet/train/progress.hpp"
+#include "sedensenet/train/schedule.hpp"
+#include "sedensenet/train/trainer.hpp"

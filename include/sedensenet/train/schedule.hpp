@@ -1,0 +1,93 @@
+#pragma once
+/// \file
+/// `LearningRateSchedule`: the learning rate for every batch of a run, for each `ScheduleKind`.
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "sedensenet/train/options.hpp"
+
+namespace sedensenet {
+
+/// Computes the learning rate at (epoch, batch). Stateless except for the plateau schedule, whose
+/// state (`to_json` / `from_json`) is saved in checkpoints.
+class LearningRateSchedule {
+ public:
+  LearningRateSchedule(const TrainerOptions& options, int64_t batches_per_epoch)
+      : o_(options), batches_(std::max<int64_t>(1, batches_per_epoch)), plateau_lr_(options.lr()) {}
+
+  /// Learning rate for batch `batch` (0-based) of epoch `epoch` (0-based).
+  double at(int64_t epoch, int64_t batch) const {
+    const double progress = static_cast<double>(epoch) +
+                            static_cast<double>(batch) / static_cast<double>(batches_);
+    const double total = static_cast<double>(o_.epochs());
+    const double lr = o_.lr();
+    switch (o_.scheduler()) {
+      case ScheduleKind::constant:
+        return lr;
+      case ScheduleKind::step:
+        return lr * std::pow(o_.gamma(), static_cast<double>(epoch / o_.step_size()));
+      case ScheduleKind::multistep: {
+        int64_t passed = 0;
+        for (auto m : o_.milestones()) passed += epoch >= m ? 1 : 0;
+        return lr * std::pow(o_.gamma(), static_cast<double>(passed));
+      }
+      case ScheduleKind::cosine: {
+        const double warmup = o_.warmup_epochs();
+        if (progress < warmup) {
+          const double start = lr / 100.0;
+          return start + (lr - start) * progress / warmup;
+        }
+        const double span = std::max(total - warmup, 1e-12);
+        const double t = std::clamp((progress - warmup) / span, 0.0, 1.0);
+        return o_.min_lr() + (lr - o_.min_lr()) * 0.5 * (1.0 + std::cos(M_PI * t));
+      }
+      case ScheduleKind::plateau:
+        return plateau_lr_;
+      case ScheduleKind::onecycle: {
+        const double initial = lr / o_.onecycle_div_factor();
+        const double final_lr = initial / o_.onecycle_final_div_factor();
+        const double t = std::clamp(progress / total, 0.0, 1.0);
+        const double up = o_.onecycle_pct_start();
+        auto anneal = [](double from, double to, double f) {
+          return to + (from - to) * 0.5 * (1.0 + std::cos(M_PI * f));
+        };
+        return t < up ? anneal(initial, lr, t / up) : anneal(lr, final_lr, (t - up) / (1.0 - up));
+      }
+    }
+    return lr;
+  }
+
+  /// Tells the plateau schedule the epoch's test loss (other schedules ignore it).
+  void observe(double test_loss) {
+    if (o_.scheduler() != ScheduleKind::plateau) return;
+    if (test_loss < best_ - 1e-12) {
+      best_ = test_loss;
+      bad_epochs_ = 0;
+    } else if (++bad_epochs_ >= o_.plateau_patience()) {
+      plateau_lr_ *= o_.plateau_factor();
+      bad_epochs_ = 0;
+    }
+  }
+
+  nlohmann::json to_json() const {
+    return {{"plateau_lr", plateau_lr_}, {"best", best_}, {"bad_epochs", bad_epochs_}};
+  }
+  void from_json(const nlohmann::json& j) {
+    plateau_lr_ = j.at("plateau_lr").get<double>();
+    best_ = j.at("best").get<double>();
+    bad_epochs_ = j.at("bad_epochs").get<int64_t>();
+  }
+
+ private:
+  TrainerOptions o_;
+  int64_t batches_;
+  double plateau_lr_;
+  double best_ = 1e300;
+  int64_t bad_epochs_ = 0;
+};
+
+}  // namespace sedensenet

@@ -1,0 +1,693 @@
+#pragma once
+/// \file
+/// `Trainer`: trains any module that maps images to logits, evaluates it every epoch, keeps the
+/// best weights, and (with a run folder) records everything needed to reproduce and resume.
+
+#include <ATen/autocast_mode.h>
+#include <nlohmann/json.hpp>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
+#include <torch/optim.h>
+#include <torch/serialize.h>
+#include <torch/types.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sedensenet/data/loader.hpp"
+#include "sedensenet/data/rng.hpp"
+#include "sedensenet/io/files.hpp"
+#include "sedensenet/train/history.hpp"
+#include "sedensenet/train/metrics.hpp"
+#include "sedensenet/train/options.hpp"
+#include "sedensenet/train/schedule.hpp"
+#include "sedensenet/util/svg.hpp"
+#include "sedensenet/util/threads.hpp"
+
+namespace sedensenet {
+
+/// A training run stopped because something went wrong in it (non-finite loss, ...). The message
+/// says where and what to do.
+class TrainingError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// Where batches come from. `ImageLoaderSource` wraps an `ImageLoader`; `TensorSource` serves
+/// tensors already in memory. Implement it for anything else.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  /// Calls `fn` with each batch of epoch `epoch` (0-based), in order; stops early if it returns
+  /// false.
+  virtual void for_each(int64_t epoch, const std::function<bool(const data::Batch&)>& fn) = 0;
+  /// Batches per epoch (for progress and the learning-rate schedule).
+  virtual int64_t batches_per_epoch() const = 0;
+};
+
+/// Batches from an `ImageLoader` (which must outlive the source).
+class ImageLoaderSource : public BatchSource {
+ public:
+  explicit ImageLoaderSource(data::ImageLoader& loader) : loader_(&loader) {}
+  void for_each(int64_t epoch, const std::function<bool(const data::Batch&)>& fn) override {
+    auto pass = loader_->epoch(epoch);
+    while (auto batch = pass.next()) {
+      if (!fn(*batch)) break;
+    }
+  }
+  int64_t batches_per_epoch() const override { return loader_->batches_per_epoch(); }
+
+ private:
+  data::ImageLoader* loader_;
+};
+
+/// Batches of in-memory tensors: images (N, ...) and labels (N), shuffled per epoch from a seed.
+class TensorSource : public BatchSource {
+ public:
+  TensorSource(torch::Tensor images, torch::Tensor labels, int64_t batch_size, bool shuffle = true,
+               uint64_t seed = 0)
+      : images_(std::move(images)), labels_(std::move(labels)), batch_size_(batch_size),
+        shuffle_(shuffle), seed_(seed) {
+    TORCH_CHECK(images_.size(0) == labels_.size(0), "TensorSource: ", images_.size(0),
+                " images but ", labels_.size(0), " labels");
+    TORCH_CHECK(batch_size >= 1, "TensorSource: batch_size must be >= 1, got ", batch_size);
+  }
+  void for_each(int64_t epoch, const std::function<bool(const data::Batch&)>& fn) override {
+    const int64_t n = images_.size(0);
+    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::iota(order.begin(), order.end(), 0);
+    if (shuffle_) order = data::Rng::for_item(seed_, static_cast<uint64_t>(epoch), 7).permutation(n);
+    auto index = torch::tensor(order, torch::kLong);
+    for (int64_t start = 0; start < n; start += batch_size_) {
+      const int64_t len = std::min(batch_size_, n - start);
+      auto idx = index.narrow(0, start, len);
+      data::Batch b{images_.index_select(0, idx), labels_.index_select(0, idx),
+                    std::vector<int64_t>(order.begin() + start, order.begin() + start + len)};
+      if (!fn(b)) break;
+    }
+  }
+  int64_t batches_per_epoch() const override {
+    return (images_.size(0) + batch_size_ - 1) / batch_size_;
+  }
+
+ private:
+  torch::Tensor images_, labels_;
+  int64_t batch_size_;
+  bool shuffle_;
+  uint64_t seed_;
+};
+
+/// Progress of the training loop, after every batch.
+struct BatchEvent {
+  int64_t epoch = 0;    ///< 1-based
+  int64_t epochs = 0;
+  int64_t batch = 0;    ///< 1-based
+  int64_t batches = 0;
+  double loss = 0;      ///< running mean over the epoch so far
+  double accuracy = 0;  ///< running top-1 over the epoch so far
+  double lr = 0;
+  double images_per_second = 0;
+  double elapsed_seconds = 0;  ///< since the epoch started
+};
+
+/// What `evaluate` measures.
+struct Evaluation {
+  double loss = NAN, accuracy = NAN, top5 = NAN;
+  int64_t images = 0;
+  ConfusionMatrix confusion;
+};
+
+/// What `fit` returns.
+struct TrainResult {
+  History history;
+  int64_t best_epoch = 0;       ///< 1-based epoch with the best test accuracy (0: none)
+  double best_accuracy = NAN;
+  bool early_stopped = false;   ///< early stopping ended the run
+  bool interrupted = false;     ///< request_stop() ended the run before its last epoch
+};
+
+/// Trains a classifier.
+///
+/// Every epoch: train loss and accuracy, test loss and accuracy, top-5 when there are at least 5
+/// classes, the learning rate, epoch time and images/s. The weights with the best test accuracy
+/// are kept (as the reference does) and loaded into the model when `fit` returns. With a run
+/// folder: config.json, history.csv, history.jsonl, best.pt, last.pt (atomic, every epoch),
+/// metrics.json and confusion_matrix.{json,csv} for the best model, and SVG plots.
+///
+/// Example:
+/// ```
+/// sedensenet::DenseNet net(sedensenet::DenseNetOptions::densenet_bc(40, 12));
+/// sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(5));
+/// sedensenet::ImageLoaderSource train(train_loader), test(test_loader);
+/// auto result = trainer.fit(train, &test);
+/// ```
+class Trainer {
+ public:
+  using BatchCallback = std::function<void(const BatchEvent&)>;
+  using EpochCallback = std::function<void(const EpochMetrics&)>;
+
+  /// `model` is a module holder (such as `DenseNet`) whose module maps (N, C, H, W) images to
+  /// (N, classes) logits.
+  template <typename ModuleHolder>
+  Trainer(ModuleHolder model, TrainerOptions options)
+      : module_(model.ptr()),
+        forward_([impl = model.ptr()](const torch::Tensor& x) { return impl->forward(x); }),
+        options_(validated(std::move(options))),
+        device_(options_.device()) {
+    TORCH_CHECK(!device_.is_cuda() || torch::cuda::is_available(), "TrainerOptions: device '",
+                options_.device(), "' requested but CUDA is not available in this build/machine");
+    set_num_threads(options_.threads());
+    module_->to(device_);
+    build_optimizer();
+  }
+
+  /// Called after every training batch.
+  void on_batch_end(BatchCallback callback) { batch_callbacks_.push_back(std::move(callback)); }
+  /// Called after every epoch (after its checkpoints are written).
+  void on_epoch_end(EpochCallback callback) { epoch_callbacks_.push_back(std::move(callback)); }
+  /// Ends `fit` after the current batch; the run folder keeps the last complete epoch. Safe to
+  /// call from a callback, another thread or a signal handler.
+  void request_stop() { stop_requested_ = true; }
+
+  /// Class names (for metrics files and checkpoints), in label order.
+  void set_class_names(std::vector<std::string> names) { class_names_ = std::move(names); }
+  /// Extra JSON recorded in config.json and in every checkpoint ("model", "data", ...): what a
+  /// program needs to rebuild the model and its input pipeline from the run folder.
+  void set_metadata(nlohmann::json metadata) { metadata_ = std::move(metadata); }
+  const nlohmann::json& metadata() const { return metadata_; }
+
+  /// Continues the run saved in `run_dir` (its last.pt): model, optimizer, schedule, epoch, random
+  /// state and history. The next `fit` starts after the saved epoch.
+  void resume(const std::filesystem::path& run_dir) {
+    const auto path = run_dir / "last.pt";
+    TORCH_CHECK(std::filesystem::exists(path), "cannot resume: ", path.string(),
+                " not found (no completed epoch in that run folder?)");
+    torch::serialize::InputArchive archive;
+    try {
+      archive.load_from(path.string());
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint (",
+                  e.what(), ")");
+    }
+    torch::serialize::InputArchive model_archive, optimizer_archive;
+    archive.read("model", model_archive);
+    module_->load(model_archive);
+    module_->to(device_);
+    archive.read("optimizer", optimizer_archive);
+    optimizer_->load(optimizer_archive);
+    auto state = nlohmann::json::parse(read_string(archive, "state"));
+    start_epoch_ = state.at("epoch").get<int64_t>();
+    history_ = History::from_json(state.at("history"));
+    best_epoch_ = state.at("best_epoch").get<int64_t>();
+    best_accuracy_ = state.at("best_accuracy").is_null() ? NAN : state.at("best_accuracy").get<double>();
+    epochs_without_improvement_ = state.at("epochs_without_improvement").get<int64_t>();
+    schedule_state_ = state.at("schedule");
+    if (state.contains("metadata") && metadata_.is_null()) metadata_ = state.at("metadata");
+    if (state.contains("classes") && class_names_.empty()) {
+      class_names_ = state.at("classes").get<std::vector<std::string>>();
+    }
+    c10::IValue rng;
+    archive.read("rng_cpu", rng);
+    rng_state_ = rng.toTensor();
+    if (std::filesystem::exists(run_dir / "best.pt")) {
+      // Keep the best weights in memory as the uninterrupted run would have: load them into the
+      // model, take a copy, and put the current weights back.
+      const auto current = serialize_model();
+      torch::serialize::InputArchive best, best_model;
+      best.load_from((run_dir / "best.pt").string());
+      best.read("model", best_model);
+      module_->load(best_model);
+      best_bytes_ = serialize_model();
+      load_model(current);
+    }
+    resumed_ = true;
+  }
+
+  /// Epochs completed (after `resume`, the saved epoch).
+  int64_t completed_epochs() const { return start_epoch_; }
+
+  /// Trains until `options.epochs()` epochs are complete (or early stopping, or request_stop()).
+  /// `test` may be null (then the best model is the last one).
+  TrainResult fit(BatchSource& train, BatchSource* test = nullptr) {
+    stop_requested_ = false;
+    const auto run_dir = std::filesystem::path(options_.run_dir());
+    if (!run_dir.empty()) {
+      std::filesystem::create_directories(run_dir);
+      write_config(run_dir);
+    }
+    if (resumed_) {
+      at::Generator cpu = at::detail::getDefaultCPUGenerator();
+      cpu.set_state(rng_state_);
+    } else {
+      torch::manual_seed(options_.seed());
+    }
+    LearningRateSchedule schedule(options_, train.batches_per_epoch());
+    if (!schedule_state_.is_null()) schedule.from_json(schedule_state_);
+
+    TrainResult result;
+    for (int64_t epoch = start_epoch_; epoch < options_.epochs(); ++epoch) {
+      const auto started = std::chrono::steady_clock::now();
+      EpochMetrics metrics;
+      metrics.epoch = epoch + 1;
+      const bool completed = train_epoch(train, epoch, schedule, metrics);
+      if (!completed) {
+        result.interrupted = true;
+        break;
+      }
+      if (test != nullptr) {
+        auto evaluation = evaluate(*test);
+        metrics.test_loss = evaluation.loss;
+        metrics.test_accuracy = evaluation.accuracy;
+        metrics.test_top5 = evaluation.top5;
+        schedule.observe(evaluation.loss);
+      }
+      metrics.seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      history_.add(metrics);
+
+      const double score = test != nullptr ? metrics.test_accuracy : metrics.train_accuracy;
+      const bool improved = std::isnan(best_accuracy_) || score > best_accuracy_;
+      if (improved) {
+        best_accuracy_ = score;
+        best_epoch_ = metrics.epoch;
+        epochs_without_improvement_ = 0;
+        best_bytes_ = serialize_model();
+      } else {
+        ++epochs_without_improvement_;
+      }
+      start_epoch_ = epoch + 1;
+      schedule_state_ = schedule.to_json();
+      if (!run_dir.empty()) {
+        if (improved) write_checkpoint(run_dir / "best.pt", /*full=*/false);
+        write_checkpoint(run_dir / "last.pt", /*full=*/true);
+        write_history(run_dir);
+      }
+      for (auto& callback : epoch_callbacks_) callback(metrics);
+      if (options_.early_stopping_patience() > 0 &&
+          epochs_without_improvement_ >= options_.early_stopping_patience()) {
+        result.early_stopped = true;
+        break;
+      }
+      if (stop_requested_) {
+        result.interrupted = start_epoch_ < options_.epochs();
+        break;
+      }
+    }
+
+    // The reference keeps the weights with the best test accuracy: load them.
+    if (!best_bytes_.empty()) load_model(best_bytes_);
+    if (!run_dir.empty() && test != nullptr && !best_bytes_.empty() && !result.interrupted) {
+      write_final_metrics(run_dir, evaluate(*test));
+    }
+    result.history = history_;
+    result.best_epoch = best_epoch_;
+    result.best_accuracy = best_accuracy_;
+    return result;
+  }
+
+  /// Loss, top-1 and top-5 accuracy and the confusion matrix of the model on `source` (eval mode,
+  /// no gradients).
+  Evaluation evaluate(BatchSource& source) {
+    const bool was_training = module_->is_training();
+    module_->eval();
+    torch::NoGradGuard no_grad;
+    RunningMetrics running;
+    Evaluation result;
+    int64_t classes = 0;
+    source.for_each(0, [&](const data::Batch& batch) {
+      if (batch.labels.size(0) == 0) return true;
+      auto x = batch.images.to(device_, /*non_blocking=*/true);
+      auto y = batch.labels.to(device_);
+      auto logits = forward_with_autocast(x).to(torch::kFloat);
+      if (classes == 0) {
+        classes = logits.size(1);
+        result.confusion = ConfusionMatrix(classes);
+      }
+      auto loss = torch::nn::functional::cross_entropy(logits, y);
+      running.add(logits, y, loss.item<double>());
+      result.confusion.add(logits, y);
+      return true;
+    });
+    if (was_training) module_->train();
+    result.images = running.count();
+    if (running.count() > 0) {
+      result.loss = running.loss();
+      result.accuracy = running.accuracy();
+      result.top5 = classes >= 5 ? running.top5() : NAN;
+    }
+    return result;
+  }
+
+  const TrainerOptions& options() const { return options_; }
+  const History& history() const { return history_; }
+  torch::optim::Optimizer& optimizer() { return *optimizer_; }
+
+ private:
+  static TrainerOptions validated(TrainerOptions options) {
+    options.validate();
+    return options;
+  }
+
+  static std::string read_string(torch::serialize::InputArchive& archive, const char* key) {
+    c10::IValue value;
+    archive.read(key, value);
+    return value.toStringRef();
+  }
+
+  void build_optimizer() {
+    std::vector<torch::Tensor> decay, no_decay;
+    for (const auto& p : module_->parameters()) {
+      if (!p.requires_grad()) continue;
+      (options_.no_decay_norm_and_bias() && p.dim() <= 1 ? no_decay : decay).push_back(p);
+    }
+    const double wd = options_.weight_decay();
+    std::vector<torch::optim::OptimizerParamGroup> groups;
+    auto make_group = [&](std::vector<torch::Tensor> params, double group_decay) {
+      switch (options_.optimizer()) {
+        case OptimizerKind::adam:
+          return torch::optim::OptimizerParamGroup(
+              params, std::make_unique<torch::optim::AdamOptions>(
+                          torch::optim::AdamOptions(options_.lr()).weight_decay(group_decay)));
+        case OptimizerKind::adamw:
+          return torch::optim::OptimizerParamGroup(
+              params, std::make_unique<torch::optim::AdamWOptions>(
+                          torch::optim::AdamWOptions(options_.lr()).weight_decay(group_decay)));
+        case OptimizerKind::sgd:
+        default:
+          return torch::optim::OptimizerParamGroup(
+              params, std::make_unique<torch::optim::SGDOptions>(
+                          torch::optim::SGDOptions(options_.lr())
+                              .momentum(options_.momentum())
+                              .nesterov(options_.nesterov())
+                              .weight_decay(group_decay)));
+      }
+    };
+    if (!decay.empty()) groups.push_back(make_group(decay, wd));
+    if (!no_decay.empty()) groups.push_back(make_group(no_decay, 0.0));
+    TORCH_CHECK(!groups.empty(), "Trainer: the model has no trainable parameters");
+    switch (options_.optimizer()) {
+      case OptimizerKind::adam:
+        optimizer_ = std::make_unique<torch::optim::Adam>(groups, torch::optim::AdamOptions(options_.lr()));
+        break;
+      case OptimizerKind::adamw:
+        optimizer_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(options_.lr()));
+        break;
+      case OptimizerKind::sgd:
+        optimizer_ = std::make_unique<torch::optim::SGD>(groups, torch::optim::SGDOptions(options_.lr()));
+        break;
+    }
+  }
+
+  void set_lr(double lr) {
+    for (auto& group : optimizer_->param_groups()) {
+      switch (options_.optimizer()) {
+        case OptimizerKind::adam:
+          static_cast<torch::optim::AdamOptions&>(group.options()).lr(lr);
+          break;
+        case OptimizerKind::adamw:
+          static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+          break;
+        case OptimizerKind::sgd:
+          static_cast<torch::optim::SGDOptions&>(group.options()).lr(lr);
+          break;
+      }
+    }
+  }
+
+  torch::Tensor forward_with_autocast(const torch::Tensor& x) {
+    if (!(options_.bf16() && device_.is_cuda())) return forward_(x);
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    auto out = forward_(x);
+    at::autocast::set_autocast_enabled(at::kCUDA, false);
+#else
+    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+    at::autocast::set_enabled(true);
+    auto out = forward_(x);
+    at::autocast::set_enabled(false);
+#endif
+    at::autocast::clear_cache();
+    return out;
+  }
+
+  /// MixUp or CutMix of a batch: returns the mixed images, the permutation and the weight of the
+  /// original labels; lambda = 1 means no mixing.
+  struct Mixed {
+    torch::Tensor images;
+    torch::Tensor permutation;
+    double lambda = 1.0;
+  };
+
+  Mixed mix(const torch::Tensor& images, int64_t epoch, int64_t batch) {
+    const double mixup = options_.mixup_alpha(), cutmix = options_.cutmix_alpha();
+    if ((mixup <= 0 && cutmix <= 0) || images.size(0) < 2) return {images, {}, 1.0};
+    data::Rng rng = data::Rng::for_item(options_.seed(), static_cast<uint64_t>(epoch),
+                                        static_cast<uint64_t>(batch) + 0x9e37);
+    const bool use_cutmix = cutmix > 0 && (mixup <= 0 || rng.bernoulli(0.5));
+    const double alpha = use_cutmix ? cutmix : mixup;
+    auto beta = [&rng](double a) {
+      // Beta(a, a) as G1 / (G1 + G2), Gamma(a) by Marsaglia and Tsang (boosted for a < 1).
+      auto gamma = [&rng](double shape) {
+        const double boost = shape < 1 ? std::pow(rng.uniform(), 1.0 / shape) : 1.0;
+        const double d = (shape < 1 ? shape + 1 : shape) - 1.0 / 3.0, c = 1.0 / std::sqrt(9 * d);
+        for (;;) {
+          double x, v;
+          do {
+            // Normal deviate by Box-Muller.
+            const double u1 = std::max(rng.uniform(), 1e-300), u2 = rng.uniform();
+            x = std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
+            v = 1 + c * x;
+          } while (v <= 0);
+          v = v * v * v;
+          const double u = rng.uniform();
+          if (u < 1 - 0.0331 * x * x * x * x || std::log(u) < 0.5 * x * x + d * (1 - v + std::log(v))) {
+            return d * v * boost;
+          }
+        }
+      };
+      const double g1 = gamma(a), g2 = gamma(a);
+      return g1 / (g1 + g2);
+    };
+    double lambda = beta(alpha);
+    auto order = rng.permutation(images.size(0));
+    auto permutation = torch::tensor(order, torch::kLong).to(images.device());
+    auto shuffled = images.index_select(0, permutation);
+    if (!use_cutmix) return {images * lambda + shuffled * (1 - lambda), permutation, lambda};
+    const int64_t h = images.size(2), w = images.size(3);
+    const double ratio = std::sqrt(1 - lambda);
+    const auto cut_h = static_cast<int64_t>(h * ratio), cut_w = static_cast<int64_t>(w * ratio);
+    const int64_t cy = rng.randint(0, h), cx = rng.randint(0, w);
+    const int64_t y0 = std::clamp<int64_t>(cy - cut_h / 2, 0, h), y1 = std::clamp<int64_t>(cy + cut_h / 2, 0, h);
+    const int64_t x0 = std::clamp<int64_t>(cx - cut_w / 2, 0, w), x1 = std::clamp<int64_t>(cx + cut_w / 2, 0, w);
+    auto mixed = images.clone();
+    if (y1 > y0 && x1 > x0) {
+      mixed.narrow(2, y0, y1 - y0).narrow(3, x0, x1 - x0)
+          .copy_(shuffled.narrow(2, y0, y1 - y0).narrow(3, x0, x1 - x0));
+    }
+    lambda = 1.0 - static_cast<double>((y1 - y0) * (x1 - x0)) / static_cast<double>(h * w);
+    return {mixed, permutation, lambda};
+  }
+
+  bool train_epoch(BatchSource& train, int64_t epoch, LearningRateSchedule& schedule,
+                   EpochMetrics& metrics) {
+    module_->train();
+    RunningMetrics running;
+    const auto started = std::chrono::steady_clock::now();
+    const int64_t batches = train.batches_per_epoch();
+    int64_t batch_index = 0;
+    double lr = schedule.at(epoch, 0);
+    namespace F = torch::nn::functional;
+    const auto ce = F::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing());
+    bool stopped = false;
+    train.for_each(epoch, [&](const data::Batch& batch) {
+      if (batch.labels.size(0) == 0) return true;
+      lr = schedule.at(epoch, batch_index);
+      set_lr(lr);
+      auto x = batch.images.to(device_, /*non_blocking=*/true);
+      auto y = batch.labels.to(device_);
+      auto mixed = mix(x, epoch, batch_index);
+      auto logits = forward_with_autocast(mixed.images).to(torch::kFloat);
+      torch::Tensor loss = F::cross_entropy(logits, y, ce);
+      torch::Tensor counted = y;
+      if (mixed.lambda < 1.0) {
+        auto y2 = y.index_select(0, mixed.permutation);
+        loss = loss * mixed.lambda + F::cross_entropy(logits, y2, ce) * (1 - mixed.lambda);
+        if (mixed.lambda < 0.5) counted = y2;  // accuracy counts the dominant label
+      }
+      const double loss_value = loss.item<double>();
+      if (!std::isfinite(loss_value)) {
+        std::ostringstream os;
+        os << "the loss became " << loss_value << " at epoch " << epoch + 1 << ", batch "
+           << batch_index + 1 << " of " << batches << " (learning rate " << lr << "); "
+           << (options_.run_dir().empty()
+                   ? std::string("nothing was saved")
+                   : options_.run_dir() + "/last.pt holds the last good state (epoch " +
+                         std::to_string(start_epoch_) + ")")
+           << ". Lower the learning rate, enable gradient clipping (grad_clip_norm) or check the "
+              "data";
+        throw TrainingError(os.str());
+      }
+      optimizer_->zero_grad();
+      loss.backward();
+      if (options_.grad_clip_norm() > 0) {
+        torch::nn::utils::clip_grad_norm_(module_->parameters(), options_.grad_clip_norm());
+      }
+      optimizer_->step();
+      running.add(logits, counted, loss_value);
+      ++batch_index;
+      if (!batch_callbacks_.empty()) {
+        BatchEvent event;
+        event.epoch = epoch + 1;
+        event.epochs = options_.epochs();
+        event.batch = batch_index;
+        event.batches = batches;
+        event.loss = running.loss();
+        event.accuracy = running.accuracy();
+        event.lr = lr;
+        event.elapsed_seconds =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+        event.images_per_second = static_cast<double>(running.count()) / event.elapsed_seconds;
+        for (auto& callback : batch_callbacks_) callback(event);
+      }
+      if (stop_requested_) {
+        stopped = true;
+        return false;
+      }
+      return true;
+    });
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    metrics.train_loss = running.loss();
+    metrics.train_accuracy = running.accuracy();
+    metrics.lr = lr;
+    metrics.train_images = running.count();
+    metrics.images_per_second = static_cast<double>(running.count()) / seconds;
+    return !stopped;
+  }
+
+  std::string serialize_model() const {
+    torch::serialize::OutputArchive archive;
+    module_->save(archive);
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    return bytes.str();
+  }
+
+  void load_model(const std::string& bytes) {
+    torch::serialize::InputArchive archive;
+    archive.load_from(bytes.data(), bytes.size());
+    module_->load(archive);
+    module_->to(device_);
+  }
+
+  nlohmann::json state_json() const {
+    return {{"format", "sedensenet-checkpoint-1"},
+            {"epoch", start_epoch_},
+            {"history", history_.to_json()},
+            {"best_epoch", best_epoch_},
+            {"best_accuracy", std::isnan(best_accuracy_) ? nlohmann::json(nullptr)
+                                                         : nlohmann::json(best_accuracy_)},
+            {"epochs_without_improvement", epochs_without_improvement_},
+            {"schedule", schedule_state_},
+            {"options", options_.to_json()},
+            {"metadata", metadata_},
+            {"classes", class_names_}};
+  }
+
+  /// The model's current weights with the run state: last.pt (full: also optimizer, random state)
+  /// or best.pt (written when the model is the best so far), atomically.
+  void write_checkpoint(const std::filesystem::path& path, bool full) {
+    torch::serialize::OutputArchive archive, model_archive;
+    archive.write("state", c10::IValue(state_json().dump()));
+    module_->save(model_archive);
+    archive.write("model", model_archive);
+    if (full) {
+      torch::serialize::OutputArchive optimizer_archive;
+      optimizer_->save(optimizer_archive);
+      archive.write("optimizer", optimizer_archive);
+      archive.write("rng_cpu", c10::IValue(at::detail::getDefaultCPUGenerator().get_state()));
+    }
+    std::ostringstream bytes;
+    archive.save_to(bytes);
+    io::write_file_atomically(path, bytes.str());
+  }
+
+  void write_config(const std::filesystem::path& run_dir) {
+    nlohmann::json config = {{"trainer", options_.to_json()}, {"metadata", metadata_},
+                             {"classes", class_names_}};
+    io::write_file_atomically(run_dir / "config.json", config.dump(2) + "\n");
+  }
+
+  void write_history(const std::filesystem::path& run_dir) {
+    io::write_file_atomically(run_dir / "history.csv", history_.to_csv());
+    io::write_file_atomically(run_dir / "history.jsonl", history_.to_jsonl());
+    io::write_file_atomically(run_dir / "loss.svg", history_.plot("loss"));
+    io::write_file_atomically(run_dir / "accuracy.svg", history_.plot("accuracy"));
+    io::write_file_atomically(run_dir / "lr.svg", history_.plot("lr"));
+  }
+
+  void write_final_metrics(const std::filesystem::path& run_dir, const Evaluation& evaluation) {
+    std::vector<std::string> names = class_names_;
+    for (auto i = static_cast<int64_t>(names.size()); i < evaluation.confusion.classes(); ++i) {
+      names.push_back(std::to_string(i));
+    }
+    auto confusion = evaluation.confusion.to_json(names);
+    nlohmann::json metrics = {{"best_epoch", best_epoch_},
+                              {"test_loss", evaluation.loss},
+                              {"test_accuracy", evaluation.accuracy},
+                              {"test_top5", std::isnan(evaluation.top5) ? nlohmann::json(nullptr)
+                                                                        : nlohmann::json(evaluation.top5)},
+                              {"test_images", evaluation.images},
+                              {"macro_f1", confusion["macro_f1"]},
+                              {"per_class", confusion["per_class"]}};
+    io::write_file_atomically(run_dir / "metrics.json", metrics.dump(2) + "\n");
+    io::write_file_atomically(run_dir / "confusion_matrix.json", confusion.dump(2) + "\n");
+    io::write_file_atomically(run_dir / "confusion_matrix.csv", evaluation.confusion.to_csv(names));
+    std::vector<std::vector<double>> matrix;
+    for (int64_t i = 0; i < evaluation.confusion.classes(); ++i) {
+      std::vector<double> row;
+      for (int64_t k = 0; k < evaluation.confusion.classes(); ++k) {
+        row.push_back(static_cast<double>(evaluation.confusion.counts()[i][k].item<int64_t>()));
+      }
+      matrix.push_back(row);
+    }
+    svg::ChartOptions chart;
+    chart.title = "confusion matrix (best model, epoch " + std::to_string(best_epoch_) + ")";
+    chart.x_label = "predicted";
+    chart.y_label = "true";
+    io::write_file_atomically(run_dir / "confusion_matrix.svg",
+                              svg::heatmap(matrix, names, names, chart));
+  }
+
+  std::shared_ptr<torch::nn::Module> module_;
+  std::function<torch::Tensor(const torch::Tensor&)> forward_;
+  TrainerOptions options_;
+  torch::Device device_;
+  std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<BatchCallback> batch_callbacks_;
+  std::vector<EpochCallback> epoch_callbacks_;
+  std::atomic<bool> stop_requested_{false};
+  std::vector<std::string> class_names_;
+  nlohmann::json metadata_;
+  History history_;
+  int64_t start_epoch_ = 0;
+  int64_t best_epoch_ = 0;
+  double best_accuracy_ = NAN;
+  int64_t epochs_without_improvement_ = 0;
+  nlohmann::json schedule_state_;
+  torch::Tensor rng_state_;
+  std::string best_bytes_;  // serialized best weights
+  bool resumed_ = false;
+};
+
+}  // namespace sedensenet
