@@ -4,6 +4,8 @@ find_package(Torch REQUIRED)
 find_package(ZLIB REQUIRED)
 find_package(OpenMP)
 set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
+# Public headers use nlohmann/json (run folders, checkpoints' metadata).
+find_package(nlohmann_json 3 REQUIRED)
 
 # Imported targets are local to the directory that found them; when SEDenseNet is a subproject
 # (add_subdirectory), the parent links SEDenseNet::sedensenet and must see LibTorch's targets too.

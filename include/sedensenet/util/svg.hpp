@@ -104,7 +104,12 @@ inline std::string line_plot(const std::vector<Series>& series, const ChartOptio
   const double y_step = detail::nice_step(y_max - y_min);
   y_min = std::floor(y_min / y_step) * y_step;
   y_max = std::ceil(y_max / y_step) * y_step;
-  const double x_step = detail::nice_step(x_max - x_min);
+  double x_step = detail::nice_step(x_max - x_min);
+  bool integer_x = true;  // epochs, depths: no fractional ticks between integer points
+  for (const auto& s : series) {
+    for (double x : s.x) integer_x = integer_x && std::isfinite(x) && x == std::floor(x);
+  }
+  if (integer_x && x_step < 1.0) x_step = 1.0;
 
   auto px = [&](double x) { return left + (x - x_min) / (x_max - x_min) * plot_w; };
   auto py = [&](double y) { return top + plot_h - (y - y_min) / (y_max - y_min) * plot_h; };

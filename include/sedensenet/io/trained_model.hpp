@@ -1,0 +1,100 @@
+#pragma once
+/// \file
+/// A trained model and everything needed to use it: the checkpoint metadata the command-line
+/// tool and the examples write, and `load_trained_model` to read it back.
+
+#include <nlohmann/json.hpp>
+#include <torch/serialize.h>
+#include <torch/types.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "sedensenet/data/transforms.hpp"
+#include "sedensenet/io/model_config.hpp"
+#include "sedensenet/nn/densenet.hpp"
+
+namespace sedensenet::io {
+
+/// How images were prepared for the model: the evaluation pipeline is Resize(size, size),
+/// ToTensor, Normalize(mean, std).
+struct InputSpec {
+  int64_t size = 32;
+  std::vector<double> mean = data::imagenet_mean();
+  std::vector<double> std = data::imagenet_std();
+
+  nlohmann::json to_json() const { return {{"size", size}, {"mean", mean}, {"std", std}}; }
+  static InputSpec from_json(const nlohmann::json& j) {
+    InputSpec s;
+    s.size = j.at("size").get<int64_t>();
+    s.mean = j.at("mean").get<std::vector<double>>();
+    s.std = j.at("std").get<std::vector<double>>();
+    return s;
+  }
+  /// The evaluation pipeline for this input.
+  data::TransformPtr eval_transform() const {
+    return data::compose({std::make_shared<data::Resize>(size, size),
+                          std::make_shared<data::ToTensor>(),
+                          std::make_shared<data::Normalize>(mean, std)});
+  }
+};
+
+/// The metadata `Trainer::set_metadata` should receive for a DenseNet so that checkpoints are
+/// self-describing: {"model": options, "input": {size, mean, std}}, plus anything in `extra`.
+inline nlohmann::json densenet_metadata(const DenseNetOptions& options, const InputSpec& input,
+                                        nlohmann::json extra = nlohmann::json::object()) {
+  extra["model"] = to_json(options);
+  extra["input"] = input.to_json();
+  return extra;
+}
+
+/// A model read back from a checkpoint (best.pt or last.pt).
+struct TrainedModel {
+  DenseNet model{nullptr};
+  DenseNetOptions options;
+  InputSpec input;
+  std::vector<std::string> classes;
+  nlohmann::json state;  ///< the checkpoint's run state (epoch, history, metadata, ...)
+};
+
+/// Reads a checkpoint written by `Trainer` with `densenet_metadata`: rebuilds the network from
+/// its recorded options and loads the weights, in eval mode. Errors name the file and what is
+/// missing.
+inline TrainedModel load_trained_model(const std::filesystem::path& path,
+                                       torch::Device device = torch::kCPU) {
+  TORCH_CHECK(std::filesystem::exists(path), "weights file ", path.string(), " not found");
+  torch::serialize::InputArchive archive;
+  try {
+    archive.load_from(path.string());
+  } catch (const std::exception&) {
+    TORCH_CHECK(false, path.string(), " is not a SEDenseNet checkpoint (expected best.pt or "
+                "last.pt from a run folder)");
+  }
+  c10::IValue state_value;
+  TORCH_CHECK(archive.try_read("state", state_value) && state_value.isString(), path.string(),
+              " has no run state: it was not written by sedensenet::Trainer");
+  TrainedModel result;
+  result.state = nlohmann::json::parse(state_value.toStringRef());
+  const auto& metadata = result.state.value("metadata", nlohmann::json());
+  TORCH_CHECK(metadata.is_object() && metadata.contains("model") && metadata.contains("input"),
+              path.string(), " does not record the model and input it was trained with (metadata "
+              "\"model\" and \"input\"; see sedensenet::io::densenet_metadata)");
+  result.options = densenet_options_from_json(metadata.at("model"));
+  result.input = InputSpec::from_json(metadata.at("input"));
+  result.classes = result.state.value("classes", std::vector<std::string>{});
+  result.model = DenseNet(result.options);
+  torch::serialize::InputArchive model_archive;
+  TORCH_CHECK(archive.try_read("model", model_archive), path.string(), " has no model weights");
+  try {
+    result.model->load(model_archive);
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path.string(), ": the weights do not fit the recorded model (",
+                e.what(), ")");
+  }
+  result.model->to(device);
+  result.model->eval();
+  return result;
+}
+
+}  // namespace sedensenet::io

@@ -1,0 +1,586 @@
+// sedensenet: the command-line tool. Train from an image folder, resume, evaluate, predict,
+// prepare Fashion-MNIST, and show an architecture summary. See docs/cli.md.
+#include <sedensenet/sedensenet.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+namespace data = sedensenet::data;
+using nlohmann::json;
+
+namespace {
+
+/// A one-line failure for the user (no stack trace): printed and exit code 1.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// ---------------------------------------------------------------------------------------------
+// JSON configuration: values of options not given on the command line.
+// ---------------------------------------------------------------------------------------------
+
+std::string json_scalar(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_boolean()) return v.get<bool>() ? "true" : "false";
+  return v.dump();
+}
+
+/// Sets every option named in `values` (keys are long option names without dashes, '_' or '-')
+/// that was not given on the command line. Unknown keys are an error naming the key.
+void apply_json_defaults(CLI::App* command, const json& values, const std::string& source,
+                         const std::vector<std::string>& ignored = {}) {
+  if (!values.is_object()) throw UsageError(source + ": expected a JSON object of option values");
+  for (const auto& [key, value] : values.items()) {
+    if (std::find(ignored.begin(), ignored.end(), key) != ignored.end()) continue;
+    std::string name = key;
+    std::replace(name.begin(), name.end(), '_', '-');
+    CLI::Option* option = command->get_option_no_throw("--" + name);
+    if (option == nullptr) option = command->get_option_no_throw(name);  // positionals
+    if (option == nullptr) {
+      throw UsageError(source + ": unknown option '" + key + "' (see sedensenet " +
+                       command->get_name() + " --help)");
+    }
+    if (option->count() > 0 || value.is_null()) continue;  // the command line wins
+    option->clear();
+    if (value.is_array()) {
+      for (const auto& item : value) option->add_result(json_scalar(item));
+    } else {
+      option->add_result(json_scalar(value));
+    }
+    try {
+      option->run_callback();
+    } catch (const CLI::Error& e) {
+      throw UsageError(source + ": option '" + key + "': " + e.what());
+    }
+  }
+}
+
+json read_json_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw UsageError("config file " + path + " cannot be opened");
+  try {
+    return json::parse(in);
+  } catch (const json::parse_error& e) {
+    throw UsageError("config file " + path + " is not valid JSON: " + e.what());
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// train
+// ---------------------------------------------------------------------------------------------
+
+struct TrainArgs {
+  std::string data_dir;
+  std::string preset = "densenet_bc_40_k12";
+  std::string recipe = "recommended";
+  int64_t epochs = 10;
+  int64_t batch_size = 64;
+  double lr = 0;
+  std::string optimizer;
+  std::string scheduler;
+  double weight_decay = 0;
+  double warmup_epochs = 0;
+  double min_lr = 0;
+  double label_smoothing = 0;
+  double grad_clip = 0;
+  double mixup = 0;
+  double cutmix = 0;
+  int64_t early_stopping = 0;
+  int64_t image_size = 32;
+  std::string augment = "reference";
+  int64_t workers = 0;
+  int threads = 0;
+  std::string device = "cpu";
+  bool bf16 = false;
+  std::string run_dir;
+  std::string resume;
+  std::string config;
+  std::string memory = "standard";
+  int64_t se_reduction = 16;
+  double drop_rate = 0;
+  uint64_t seed = 0;
+  bool cache = false;
+  std::string bad_files = "skip";
+  double train_fraction = 0.8;
+  uint64_t split_seed = 0;
+};
+
+void add_train(CLI::App& app, TrainArgs& a) {
+  auto* t = app.add_subcommand("train", "train a classifier on an image folder");
+  t->add_option("data", a.data_dir,
+                "image folder: one sub-folder per class, or train/ and val/ (or test/) "
+                "sub-folders each holding class folders");
+  t->add_option("--preset", a.preset,
+                "architecture: densenet_bc_<depth>[_k<growth>] (CIFAR style, e.g. densenet_bc_100) "
+                "or densenet121/169/201/161 (ImageNet style)")
+      ->capture_default_str();
+  t->add_option("--recipe", a.recipe,
+                "starting point for the optimisation options: recommended (AdamW 2e-3, cosine with "
+                "warm-up, label smoothing) or reference (Adam 1e-4, constant)")
+      ->check(CLI::IsMember({"recommended", "reference"}))
+      ->capture_default_str();
+  t->add_option("--epochs", a.epochs, "passes over the training data")->check(CLI::PositiveNumber)->capture_default_str();
+  t->add_option("--batch-size", a.batch_size, "images per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  t->add_option("--lr", a.lr, "peak learning rate (default: the recipe's)")->check(CLI::PositiveNumber);
+  t->add_option("--optimizer", a.optimizer, "adam, adamw or sgd (default: the recipe's)")
+      ->check(CLI::IsMember({"adam", "adamw", "sgd"}));
+  t->add_option("--scheduler", a.scheduler,
+                "constant, step, multistep, cosine, plateau or onecycle (default: the recipe's)")
+      ->check(CLI::IsMember({"constant", "step", "multistep", "cosine", "plateau", "onecycle"}));
+  t->add_option("--weight-decay", a.weight_decay, "weight decay (default: the recipe's)")->check(CLI::NonNegativeNumber);
+  t->add_option("--warmup-epochs", a.warmup_epochs, "cosine: warm-up epochs (default: the recipe's)")->check(CLI::NonNegativeNumber);
+  t->add_option("--min-lr", a.min_lr, "cosine: final learning rate (default: the recipe's)")->check(CLI::NonNegativeNumber);
+  t->add_option("--label-smoothing", a.label_smoothing, "label smoothing in [0, 1) (default: the recipe's)")->check(CLI::Range(0.0, 0.999));
+  t->add_option("--grad-clip", a.grad_clip, "clip the gradient norm (0 = off; default: the recipe's)")->check(CLI::NonNegativeNumber);
+  t->add_option("--mixup", a.mixup, "MixUp alpha (0 = off)")->check(CLI::NonNegativeNumber);
+  t->add_option("--cutmix", a.cutmix, "CutMix alpha (0 = off)")->check(CLI::NonNegativeNumber);
+  t->add_option("--early-stopping", a.early_stopping, "stop after this many epochs without a better test accuracy (0 = off)")
+      ->check(CLI::NonNegativeNumber);
+  t->add_option("--image-size", a.image_size, "images are resized to size x size")->check(CLI::Range(8, 4096))->capture_default_str();
+  t->add_option("--augment", a.augment,
+                "training augmentation: none, reference (flip + padded crop), strong (also rotation "
+                "and colour jitter)")
+      ->check(CLI::IsMember({"none", "reference", "strong"}))
+      ->capture_default_str();
+  t->add_option("--workers", a.workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+  t->add_option("--threads", a.threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+  t->add_option("--device", a.device, "cpu, cuda or cuda:N")->capture_default_str();
+  t->add_flag("--bf16", a.bf16, "bfloat16 autocast (CUDA only)");
+  t->add_option("--run-dir", a.run_dir, "run folder for config, history, checkpoints, metrics and plots (default: runs/<preset>)");
+  t->add_option("--resume", a.resume, "continue the run in this run folder (its config.json gives every other option)");
+  t->add_option("--config", a.config, "JSON file of option values (keys: long option names); flags given on the command line override it. A run folder's config.json works too.");
+  t->add_option("--memory", a.memory, "dense layers: standard, efficient or efficient_input_only")
+      ->check(CLI::IsMember({"standard", "efficient", "efficient_input_only"}))
+      ->capture_default_str();
+  t->add_option("--se-reduction", a.se_reduction, "SE reduction ratio (0 = no SE)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  t->add_option("--drop-rate", a.drop_rate, "dropout after each dense layer")->check(CLI::Range(0.0, 0.99));
+  t->add_option("--seed", a.seed, "seed of initialisation, data order and augmentation");
+  t->add_flag("--cache", a.cache, "keep decoded images in memory (small datasets)");
+  t->add_option("--bad-files", a.bad_files, "unusable image files: skip (listed) or error")
+      ->check(CLI::IsMember({"skip", "error"}))
+      ->capture_default_str();
+  t->add_option("--train-fraction", a.train_fraction, "share of each class used for training when the folder has no train/ and val/")
+      ->check(CLI::Range(0.01, 0.99))
+      ->capture_default_str();
+  t->add_option("--split-seed", a.split_seed, "seed of that split");
+}
+
+json train_args_json(const TrainArgs& a, const sedensenet::TrainerOptions& o) {
+  return {{"data", a.data_dir},       {"preset", a.preset},
+          {"recipe", a.recipe},       {"epochs", a.epochs},
+          {"batch_size", a.batch_size}, {"lr", o.lr()},
+          {"optimizer", sedensenet::to_string(o.optimizer())},
+          {"scheduler", sedensenet::to_string(o.scheduler())},
+          {"weight_decay", o.weight_decay()}, {"warmup_epochs", o.warmup_epochs()},
+          {"min_lr", o.min_lr()},     {"label_smoothing", o.label_smoothing()},
+          {"grad_clip", o.grad_clip_norm()}, {"mixup", a.mixup},
+          {"cutmix", a.cutmix},       {"early_stopping", a.early_stopping},
+          {"image_size", a.image_size}, {"augment", a.augment},
+          {"workers", a.workers},     {"threads", a.threads},
+          {"device", a.device},       {"bf16", a.bf16},
+          {"memory", a.memory},       {"se_reduction", a.se_reduction},
+          {"drop_rate", a.drop_rate}, {"seed", a.seed},
+          {"cache", a.cache},         {"bad_files", a.bad_files},
+          {"train_fraction", a.train_fraction}, {"split_seed", a.split_seed}};
+}
+
+data::TransformPtr train_transform(const std::string& augment, int64_t size,
+                                   const sedensenet::io::InputSpec& input) {
+  std::vector<data::TransformPtr> steps = {std::make_shared<data::Resize>(size, size)};
+  if (augment != "none") {
+    steps.push_back(std::make_shared<data::RandomHorizontalFlip>());
+    steps.push_back(std::make_shared<data::RandomCrop>(size, std::max<int64_t>(1, size / 8)));
+  }
+  if (augment == "strong") {
+    steps.push_back(std::make_shared<data::RandomRotation>(10.0));
+    steps.push_back(std::make_shared<data::ColorJitter>(0.2, 0.2, 0.2));
+  }
+  steps.push_back(std::make_shared<data::ToTensor>());
+  steps.push_back(std::make_shared<data::Normalize>(input.mean, input.std));
+  return data::compose(steps);
+}
+
+std::atomic<sedensenet::Trainer*> g_trainer{nullptr};
+std::atomic<int> g_signal{0};
+
+extern "C" void on_signal(int signal) {
+  g_signal = signal;
+  if (auto* trainer = g_trainer.load()) trainer->request_stop();
+}
+
+int run_train(CLI::App* command, TrainArgs& a) {
+  if (!a.resume.empty()) {
+    const auto config = fs::path(a.resume) / "config.json";
+    if (!fs::exists(config)) {
+      throw UsageError("cannot resume: " + config.string() + " not found (is " + a.resume +
+                       " a run folder?)");
+    }
+    const auto saved = read_json_file(config.string());
+    if (!saved.contains("metadata") || !saved["metadata"].contains("cli")) {
+      throw UsageError(config.string() + " was not written by `sedensenet train`");
+    }
+    apply_json_defaults(command, saved["metadata"]["cli"], config.string(), {"run_dir"});
+    a.run_dir = a.resume;
+  } else if (!a.config.empty()) {
+    auto values = read_json_file(a.config);
+    // A run folder's config.json: take the options it recorded.
+    if (values.contains("metadata") && values["metadata"].contains("cli")) {
+      values = values["metadata"]["cli"];
+    }
+    apply_json_defaults(command, values, a.config, {"run_dir"});
+  }
+  if (a.data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA)");
+  if (a.run_dir.empty()) a.run_dir = "runs/" + a.preset;
+
+  sedensenet::set_num_threads(a.threads);
+  sedensenet::keep_freed_memory();  // no page faults for every step's activations
+  // Optimisation options: the recipe, then every flag given explicitly.
+  auto options = a.recipe == "reference" ? sedensenet::TrainerOptions::reference()
+                                         : sedensenet::TrainerOptions::recommended();
+  auto given = [&](const char* name) { return command->get_option(name)->count() > 0; };
+  options.epochs(a.epochs).device(a.device).threads(a.threads).bf16(a.bf16).seed(a.seed)
+      .run_dir(a.run_dir).mixup_alpha(a.mixup).cutmix_alpha(a.cutmix)
+      .early_stopping_patience(a.early_stopping);
+  if (given("--lr")) options.lr(a.lr);
+  if (given("--optimizer")) options.optimizer(sedensenet::optimizer_from_string(a.optimizer));
+  if (given("--scheduler")) options.scheduler(sedensenet::schedule_from_string(a.scheduler));
+  if (given("--weight-decay")) options.weight_decay(a.weight_decay);
+  if (given("--warmup-epochs")) options.warmup_epochs(a.warmup_epochs);
+  if (given("--min-lr")) options.min_lr(a.min_lr);
+  if (given("--label-smoothing")) options.label_smoothing(a.label_smoothing);
+  if (given("--grad-clip")) options.grad_clip_norm(a.grad_clip);
+  options.min_lr(std::min(options.min_lr(), options.lr()));
+  options.validate();
+
+  // Data.
+  auto folder_options = data::ImageFolderOptions()
+                            .train_fraction(a.train_fraction)
+                            .split_seed(a.split_seed)
+                            .on_bad_file(data::bad_file_policy_from_string(a.bad_files));
+  auto splits = data::ImageFolder::split(a.data_dir, folder_options);
+  fmt::print("data: {} ({})\n  train: {}\n  test:  {}\n", a.data_dir,
+             splits.predefined ? "train/ and test/ folders" : "stratified split",
+             splits.train.describe(), splits.test.describe());
+  splits.train.validate(false, static_cast<int>(a.workers));
+  splits.test.validate(false, static_cast<int>(a.workers));
+  if (!splits.train.summary().bad.empty() || !splits.test.summary().bad.empty()) {
+    fmt::print("  after checking every file:\n  train: {}\n  test:  {}\n", splits.train.describe(),
+               splits.test.describe());
+  }
+  const auto& classes = splits.train.classes();
+  sedensenet::io::InputSpec input;
+  input.size = a.image_size;
+  data::ImageLoader train_loader(splits.train, train_transform(a.augment, a.image_size, input),
+                                 data::LoaderOptions()
+                                     .batch_size(a.batch_size)
+                                     .workers(a.workers)
+                                     .seed(a.seed)
+                                     .cache(a.cache)
+                                     .pin_memory(options.device() != "cpu"));
+  data::ImageLoader test_loader(splits.test, input.eval_transform(),
+                                data::LoaderOptions()
+                                    .batch_size(a.batch_size)
+                                    .workers(a.workers)
+                                    .shuffle(false)
+                                    .cache(a.cache)
+                                    .pin_memory(options.device() != "cpu"));
+
+  // Model.
+  auto model_options = sedensenet::DenseNetOptions::preset(a.preset)
+                           .num_classes(static_cast<int64_t>(classes.size()))
+                           .se_reduction(a.se_reduction)
+                           .drop_rate(a.drop_rate)
+                           .memory(sedensenet::memory_mode_from_string(a.memory));
+  torch::manual_seed(a.seed);
+  sedensenet::DenseNet net(model_options);
+  std::cout << sedensenet::summary(net, {3, a.image_size, a.image_size}) << std::flush;
+
+  sedensenet::Trainer trainer(net, options);
+  trainer.set_class_names(classes);
+  trainer.set_metadata(sedensenet::io::densenet_metadata(
+      model_options, input,
+      {{"cli", train_args_json(a, options)}, {"data", {{"root", fs::absolute(a.data_dir).string()}}}}));
+  if (!a.resume.empty()) {
+    trainer.resume(a.resume);
+    fmt::print("resuming {} after epoch {} of {}\n", a.resume, trainer.completed_epochs(), a.epochs);
+  }
+  sedensenet::ProgressPrinter progress;
+  progress.attach(trainer);
+  fmt::print("training: {} epochs, {} batches of {} per epoch, {} threads, run folder {}\n",
+             options.epochs(), train_loader.batches_per_epoch(), a.batch_size, at::get_num_threads(),
+             a.run_dir);
+  std::fflush(stdout);
+
+  g_trainer = &trainer;
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  sedensenet::ImageLoaderSource train_source(train_loader), test_source(test_loader);
+  auto result = trainer.fit(train_source, &test_source);
+  g_trainer = nullptr;
+  std::signal(SIGINT, SIG_DFL);
+  std::signal(SIGTERM, SIG_DFL);
+
+  for (const auto* loader : {&train_loader, &test_loader}) {
+    for (const auto& bad : loader->bad_files()) {
+      fmt::print("skipped unusable file {}: {}\n", bad.path, bad.reason);
+    }
+  }
+  if (result.interrupted) {
+    fmt::print("\ninterrupted: {} holds epoch {}. Continue with:\n  sedensenet train --resume {}\n",
+               (fs::path(a.run_dir) / "last.pt").string(), trainer.completed_epochs(), a.run_dir);
+    const int signal = g_signal.load();
+    return signal != 0 ? 128 + signal : 130;
+  }
+  fmt::print("best test accuracy {:.2f}% at epoch {}{}\n", 100 * result.best_accuracy,
+             result.best_epoch, result.early_stopped ? " (early stopping)" : "");
+  fmt::print("run folder {}: best.pt, last.pt, history.csv, metrics.json, confusion_matrix.csv; "
+             "plots loss.svg, accuracy.svg, lr.svg, confusion_matrix.svg\n",
+             a.run_dir);
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// evaluate
+// ---------------------------------------------------------------------------------------------
+
+struct EvaluateArgs {
+  std::string weights;
+  std::string data_dir;
+  int64_t batch_size = 64;
+  int64_t workers = 0;
+  int threads = 0;
+  std::string output;
+};
+
+int run_evaluate(const EvaluateArgs& a) {
+  sedensenet::set_num_threads(a.threads);
+  auto trained = sedensenet::io::load_trained_model(a.weights);
+  auto splits = [&] {
+    try {
+      return std::optional<data::ImageFolderSplits>(data::ImageFolder::split(a.data_dir));
+    } catch (const c10::Error&) {
+      return std::optional<data::ImageFolderSplits>();
+    }
+  }();
+  // train/ + test/ folders: evaluate the test side; otherwise every image of the folder.
+  data::ImageFolder folder = splits && splits->predefined ? splits->test : data::ImageFolder(a.data_dir);
+  // Map the folder's classes to the model's by name.
+  if (!trained.classes.empty() && folder.classes() != trained.classes) {
+    throw UsageError("the classes of " + a.data_dir + " differ from the ones " + a.weights +
+                     " was trained on (" + std::to_string(trained.classes.size()) + " classes)");
+  }
+  folder.validate(false, static_cast<int>(a.workers));
+  data::ImageLoader loader(folder, trained.input.eval_transform(),
+                           data::LoaderOptions().batch_size(a.batch_size).workers(a.workers).shuffle(false));
+  sedensenet::ImageLoaderSource source(loader);
+  sedensenet::Trainer evaluator(trained.model, sedensenet::TrainerOptions().threads(a.threads));
+  auto result = evaluator.evaluate(source);
+  const auto& names = folder.classes();
+  auto report = result.confusion.to_json(names);
+  fmt::print("{}: {} images, loss {:.4f}, accuracy {:.2f}%{}\n", folder.root().string(),
+             result.images, result.loss, 100 * result.accuracy,
+             std::isnan(result.top5) ? "" : fmt::format(", top-5 {:.2f}%", 100 * result.top5));
+  fmt::print("{:<16} {:>9} {:>9} {:>9} {:>8}\n", "class", "precision", "recall", "F1", "support");
+  for (const auto& name : names) {
+    const auto& c = report["per_class"][name];
+    fmt::print("{:<16} {:>9.4f} {:>9.4f} {:>9.4f} {:>8}\n", name, c["precision"].get<double>(),
+               c["recall"].get<double>(), c["f1"].get<double>(), c["support"].get<int64_t>());
+  }
+  fmt::print("confusion matrix (rows: true, columns: predicted):\n{}", result.confusion.to_csv(names));
+  if (!a.output.empty()) {
+    report["loss"] = result.loss;
+    report["images"] = result.images;
+    sedensenet::io::write_file_atomically(a.output, report.dump(2) + "\n");
+    fmt::print("wrote {}\n", a.output);
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// predict
+// ---------------------------------------------------------------------------------------------
+
+struct PredictArgs {
+  std::string weights;
+  std::vector<std::string> inputs;
+  int64_t top_k = 3;
+  bool as_json = false;
+  int threads = 0;
+  int64_t batch_size = 64;
+};
+
+int run_predict(const PredictArgs& a) {
+  sedensenet::set_num_threads(a.threads);
+  auto trained = sedensenet::io::load_trained_model(a.weights);
+  std::vector<fs::path> files;
+  for (const auto& input : a.inputs) {
+    if (fs::is_directory(input)) {
+      std::vector<fs::path> found;
+      for (const auto& entry : fs::recursive_directory_iterator(input)) {
+        auto ext = entry.path().extension().string();
+        std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+        if (entry.is_regular_file() && data::image_extensions().count(ext)) found.push_back(entry.path());
+      }
+      std::sort(found.begin(), found.end());
+      files.insert(files.end(), found.begin(), found.end());
+    } else if (fs::exists(input)) {
+      files.emplace_back(input);
+    } else {
+      throw UsageError(input + ": no such file or folder");
+    }
+  }
+  if (files.empty()) throw UsageError("predict: no image files found in the given paths");
+  const auto transform = trained.input.eval_transform();
+  const auto k = std::min<int64_t>(a.top_k, trained.options.num_classes());
+  json results = json::array();
+  torch::NoGradGuard no_grad;
+  data::Rng rng(0);
+  for (size_t start = 0; start < files.size(); start += static_cast<size_t>(a.batch_size)) {
+    const size_t end = std::min(files.size(), start + static_cast<size_t>(a.batch_size));
+    std::vector<torch::Tensor> images;
+    for (size_t i = start; i < end; ++i) images.push_back(transform->apply(data::read_image(files[i]), rng));
+    auto probabilities = torch::softmax(trained.model->forward(torch::stack(images)), 1);
+    auto [values, indices] = probabilities.topk(k, 1);
+    for (size_t i = start; i < end; ++i) {
+      const auto row = static_cast<int64_t>(i - start);
+      json top = json::array();
+      std::string line = files[i].string() + ":";
+      for (int64_t j = 0; j < k; ++j) {
+        const auto index = indices[row][j].item<int64_t>();
+        const auto name = static_cast<size_t>(index) < trained.classes.size()
+                              ? trained.classes[static_cast<size_t>(index)]
+                              : std::to_string(index);
+        const double p = values[row][j].item<double>();
+        top.push_back({{"class", name}, {"index", index}, {"probability", p}});
+        line += fmt::format(" {} {:.1f}%", name, 100 * p);
+        if (j + 1 < k) line += ",";
+      }
+      results.push_back({{"file", files[i].string()}, {"top", top}});
+      if (!a.as_json) fmt::print("{}\n", line);
+    }
+  }
+  if (a.as_json) fmt::print("{}\n", results.dump(2));
+  return 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// prepare, info
+// ---------------------------------------------------------------------------------------------
+
+struct PrepareArgs {
+  std::string out = "data/fashion-mnist";
+  std::string source = data::kFashionMnistSource;
+  int64_t max_train = -1;
+  int64_t max_test = -1;
+};
+
+int run_prepare(const PrepareArgs& a) {
+  auto prepared = data::prepare_fashion_mnist(a.out, a.source, a.max_train, a.max_test);
+  fmt::print("Fashion-MNIST {} {}: {} training and {} test images in train/ and test/ (10 classes)\n",
+             prepared.reused ? "already prepared in" : "written to", prepared.root.string(),
+             prepared.train_images, prepared.test_images);
+  return 0;
+}
+
+struct InfoArgs {
+  std::string preset = "densenet_bc_100";
+  std::string weights;
+  int64_t image_size = 0;
+  int64_t classes = 10;
+  int64_t se_reduction = 16;
+};
+
+int run_info(const InfoArgs& a) {
+  sedensenet::set_num_threads(0);
+  sedensenet::DenseNet net{nullptr};
+  int64_t size = a.image_size;
+  if (!a.weights.empty()) {
+    auto trained = sedensenet::io::load_trained_model(a.weights);
+    net = trained.model;
+    if (size == 0) size = trained.input.size;
+    fmt::print("{}: {} classes, input {}x{}, trained {} epoch(s)\n", a.weights,
+               trained.options.num_classes(), trained.input.size, trained.input.size,
+               trained.state.value("epoch", 0));
+  } else {
+    auto options = sedensenet::DenseNetOptions::preset(a.preset).num_classes(a.classes).se_reduction(a.se_reduction);
+    net = sedensenet::DenseNet(options);
+    if (size == 0) size = options.small_inputs() ? 32 : 224;
+    fmt::print("{} ({}SE)\n", a.preset, a.se_reduction > 0 ? "" : "no ");
+  }
+  std::cout << sedensenet::summary(net, {3, size, size});
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"sedensenet: train and run SE-DenseNet image classifiers (LibTorch)"};
+  app.set_version_flag("--version", std::string("sedensenet ") + sedensenet::version());
+  app.require_subcommand(1);
+  app.footer("Run `sedensenet <command> --help` for a command's options. Documentation: docs/cli.md");
+
+  TrainArgs train_args;
+  add_train(app, train_args);
+
+  EvaluateArgs eval_args;
+  auto* evaluate = app.add_subcommand("evaluate", "metrics and confusion matrix of trained weights on an image folder");
+  evaluate->add_option("--weights", eval_args.weights, "best.pt or last.pt of a run folder")->required();
+  evaluate->add_option("data", eval_args.data_dir, "image folder (its test/ or val/ side if it has train/ and test/)")->required();
+  evaluate->add_option("--batch-size", eval_args.batch_size, "images per batch")->check(CLI::PositiveNumber);
+  evaluate->add_option("--workers", eval_args.workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+  evaluate->add_option("--threads", eval_args.threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+  evaluate->add_option("--output", eval_args.output, "also write the metrics as JSON to this file");
+
+  PredictArgs predict_args;
+  auto* predict = app.add_subcommand("predict", "top-k classes for image files or folders");
+  predict->add_option("--weights", predict_args.weights, "best.pt or last.pt of a run folder")->required();
+  predict->add_option("inputs", predict_args.inputs, "image files and/or folders (searched recursively)")->required();
+  predict->add_option("--top-k", predict_args.top_k, "classes to show per image")->check(CLI::PositiveNumber);
+  predict->add_flag("--json", predict_args.as_json, "print JSON instead of text");
+  predict->add_option("--threads", predict_args.threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+
+  PrepareArgs prepare_args;
+  auto* prepare = app.add_subcommand("prepare", "prepare a dataset as an image folder");
+  prepare->require_subcommand(1);
+  auto* fmnist = prepare->add_subcommand("fashion-mnist", "Debian's dataset-fashion-mnist as train/ and test/ PNG folders");
+  fmnist->add_option("--out", prepare_args.out, "output folder")->capture_default_str();
+  fmnist->add_option("--source", prepare_args.source, "folder with the four gzip'd IDX files")->capture_default_str();
+  fmnist->add_option("--max-train", prepare_args.max_train, "write only the first N training images (-1 = all 60000)");
+  fmnist->add_option("--max-test", prepare_args.max_test, "write only the first N test images (-1 = all 10000)");
+
+  InfoArgs info_args;
+  auto* info = app.add_subcommand("info", "architecture summary: parameters, stage shapes, MACs");
+  info->add_option("--preset", info_args.preset, "architecture (see train --help)")->capture_default_str();
+  info->add_option("--weights", info_args.weights, "summarise the model of a checkpoint instead");
+  info->add_option("--image-size", info_args.image_size, "input size (default: 32 CIFAR style, 224 ImageNet style)");
+  info->add_option("--classes", info_args.classes, "number of classes")->check(CLI::PositiveNumber);
+  info->add_option("--se-reduction", info_args.se_reduction, "SE reduction ratio (0 = no SE)")->check(CLI::NonNegativeNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (app.got_subcommand("train")) return run_train(app.get_subcommand("train"), train_args);
+    if (app.got_subcommand("evaluate")) return run_evaluate(eval_args);
+    if (app.got_subcommand("predict")) return run_predict(predict_args);
+    if (app.got_subcommand("prepare")) return run_prepare(prepare_args);
+    if (app.got_subcommand("info")) return run_info(info_args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "sedensenet: error: %s\n", sedensenet::error_message(e).c_str());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# End-to-end test of the sedensenet tool on a small real image folder (Fashion-MNIST subset):
+# train, resume, config files, evaluate, predict, info, --help, and bad input.
+#   test_cli.sh SEDENSENET DATA_DIR WORK_DIR
+set -uo pipefail
+tool=$1
+data=$2
+work=$3
+rm -rf "$work"
+mkdir -p "$work"
+failures=0
+
+fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
+expect_ok() { # description, command...
+  local what=$1; shift
+  "$@" > "$work/out.txt" 2>&1
+  local code=$?
+  if [ $code -ne 0 ]; then fail "$what (exit $code)"; cat "$work/out.txt"; fi
+}
+expect_error() { # description, expected text, command... : non-zero exit and a one-line message
+  local what=$1 text=$2; shift 2
+  "$@" > "$work/out.txt" 2>&1
+  local code=$?
+  if [ $code -eq 0 ]; then fail "$what: exit 0, expected an error"; fi
+  if ! grep -q -- "$text" "$work/out.txt"; then fail "$what: message lacks '$text'"; cat "$work/out.txt"; fi
+  if grep -q "frame #" "$work/out.txt"; then fail "$what: printed a stack trace"; fi
+}
+contains() { grep -q -- "$2" "$1" || { fail "$1 lacks '$2'"; }; }
+
+common=(--preset densenet_bc_10_k4 --image-size 16 --batch-size 32 --threads 2 --workers 2)
+
+# --help is complete, bad flags fail with a short message.
+expect_ok "--help" "$tool" --help
+contains "$work/out.txt" "train"
+contains "$work/out.txt" "predict"
+expect_ok "train --help" "$tool" train --help
+for flag in --preset --recipe --epochs --lr --scheduler --mixup --cutmix --resume --config --memory --bad-files; do
+  contains "$work/out.txt" "$flag"
+done
+expect_error "unknown flag" "--bogus" "$tool" train "$data" --bogus
+expect_error "invalid value" "epochs" "$tool" train "$data" --epochs 0
+expect_error "missing folder" "does not exist" "$tool" train "$work/nowhere" "${common[@]}"
+expect_error "missing weights" "not found" "$tool" predict --weights "$work/none.pt" "$data"
+echo "not a checkpoint" > "$work/fake.pt"
+expect_error "corrupt weights" "not a SEDenseNet checkpoint" "$tool" evaluate --weights "$work/fake.pt" "$data"
+
+# train: two epochs, every file of the run folder.
+expect_ok "train" "$tool" train "$data" "${common[@]}" --epochs 2 --run-dir "$work/run"
+contains "$work/out.txt" "best test accuracy"
+for f in config.json history.csv history.jsonl best.pt last.pt metrics.json confusion_matrix.json \
+         confusion_matrix.csv loss.svg accuracy.svg lr.svg confusion_matrix.svg; do
+  [ -s "$work/run/$f" ] || fail "run folder lacks $f"
+done
+[ "$(wc -l < "$work/run/history.csv")" -eq 3 ] || fail "history.csv should have a header and 2 rows"
+
+# resume: extend the run to 3 epochs from its config.json alone.
+expect_ok "resume" "$tool" train --resume "$work/run" --epochs 3
+contains "$work/out.txt" "resuming"
+[ "$(wc -l < "$work/run/history.csv")" -eq 4 ] || fail "resumed history.csv should have 3 rows"
+
+# A JSON config file, overridden by a flag.
+cat > "$work/config.json" <<JSON
+{"preset": "densenet_bc_10_k4", "image_size": 16, "epochs": 5, "batch_size": 32, "threads": 2,
+ "workers": 2, "recipe": "reference"}
+JSON
+expect_ok "config file" "$tool" train "$data" --config "$work/config.json" --epochs 1 --run-dir "$work/run2"
+python3 - "$work/run2/config.json" <<'PY' || fail "config.json does not record the config file's values and the override"
+import json, sys
+c = json.load(open(sys.argv[1]))
+cli = c["metadata"]["cli"]
+assert cli["epochs"] == 1, cli["epochs"]          # the flag overrides the file
+assert cli["recipe"] == "reference"               # from the file
+assert c["trainer"]["lr"] == 1e-4                 # the reference recipe's learning rate
+assert c["trainer"]["optimizer"] == "adam"
+PY
+echo '{"epochz": 3}' > "$work/bad.json"
+expect_error "unknown config key" "unknown option 'epochz'" "$tool" train "$data" --config "$work/bad.json"
+
+# evaluate: metrics and confusion matrix, JSON output.
+expect_ok "evaluate" "$tool" evaluate --weights "$work/run/best.pt" "$data" --threads 2 --output "$work/eval.json"
+contains "$work/out.txt" "accuracy"
+contains "$work/out.txt" "confusion matrix"
+python3 -c "import json,sys; d=json.load(open('$work/eval.json')); assert len(d['matrix'])==10 and 'macro_f1' in d" \
+  || fail "evaluate --output JSON"
+
+# predict: text and JSON, files and folders.
+img=$(find "$data/test" -name '*.png' | sort | head -1)
+expect_ok "predict" "$tool" predict --weights "$work/run/best.pt" "$img" --top-k 3 --threads 2
+contains "$work/out.txt" "%"
+expect_ok "predict --json" "$tool" predict --weights "$work/run/best.pt" "$data/test/Bag" --json --threads 2
+python3 - "$work/out.txt" "$data/test/Bag" <<'PY' || fail "predict --json output"
+import json, os, sys
+results = json.load(open(sys.argv[1]))
+assert len(results) == len(os.listdir(sys.argv[2])), len(results)
+top = results[0]["top"]
+assert len(top) == 3 and abs(sum(t["probability"] for t in top)) <= 1.0 + 1e-6
+assert all(t["class"] in ("Ankle_boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt", "Sneaker", "T-shirt_top", "Trouser") for t in top)
+PY
+
+# info
+expect_ok "info preset" "$tool" info --preset densenet121 --se-reduction 0 --classes 1000
+contains "$work/out.txt" "parameters: 7978856"
+expect_ok "info weights" "$tool" info --weights "$work/run/best.pt"
+contains "$work/out.txt" "denseblock3"
+
+# A corrupt image in the data: skipped and listed by default, named under --bad-files error.
+cp -r "$data" "$work/dirty"
+echo "garbage" > "$work/dirty/train/Bag/zz_broken.png"
+expect_ok "train with a bad file (skip)" "$tool" train "$work/dirty" "${common[@]}" --epochs 1 --run-dir "$work/run3"
+contains "$work/out.txt" "zz_broken.png"
+expect_error "train with a bad file (error)" "zz_broken.png" "$tool" train "$work/dirty" "${common[@]}" --epochs 1 --bad-files error --run-dir "$work/run4"
+
+if [ $failures -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
+echo "all CLI checks passed"
