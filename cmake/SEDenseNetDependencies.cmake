@@ -1,11 +1,39 @@
 # Dependencies of the library itself. Tests, examples and benchmarks find their own.
 find_package(Torch REQUIRED)
 # The compiled part: zlib for gzip (Fashion-MNIST), OpenMP for the loader workers' own setting.
-find_package(ZLIB REQUIRED)
+option(SEDENSENET_WITH_ZLIB "Read gzip'd files (Fashion-MNIST preparation) with zlib" ON)
+if(SEDENSENET_WITH_ZLIB)
+  find_package(ZLIB REQUIRED)
+endif()
 find_package(OpenMP)
 set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
-# Public headers use nlohmann/json (run folders, checkpoints' metadata).
-find_package(nlohmann_json 3 REQUIRED)
+
+# Header-only dependencies. On a machine without Debian's packages (a GPU machine with only a
+# CUDA LibTorch), point SEDENSENET_VENDORED_HEADERS at a folder holding fmt/, CLI/, nlohmann/
+# and stb/ (benchmarks/gpu/pack.sh copies them from a Debian machine).
+set(SEDENSENET_VENDORED_HEADERS "" CACHE PATH "folder with fmt/, CLI/, nlohmann/ and stb/ headers")
+if(SEDENSENET_VENDORED_HEADERS)
+  foreach(_lib IN ITEMS fmt CLI11 nlohmann_json)
+    if(_lib STREQUAL "nlohmann_json")
+      set(_target nlohmann_json::nlohmann_json)
+    else()
+      set(_target ${_lib}::${_lib})
+    endif()
+    if(NOT TARGET ${_target})
+      add_library(${_target} INTERFACE IMPORTED GLOBAL)
+      set_target_properties(${_target} PROPERTIES
+        INTERFACE_INCLUDE_DIRECTORIES ${SEDENSENET_VENDORED_HEADERS})
+    endif()
+  endforeach()
+  set_property(TARGET fmt::fmt APPEND PROPERTY INTERFACE_COMPILE_DEFINITIONS FMT_HEADER_ONLY)
+  set(fmt_FOUND ON)
+  set(CLI11_FOUND ON)
+  set(nlohmann_json_FOUND ON)
+  set(SEDENSENET_EXTRA_INCLUDE_DIRS ${SEDENSENET_VENDORED_HEADERS})
+else()
+  # Public headers use nlohmann/json (run folders, checkpoints' metadata).
+  find_package(nlohmann_json 3 REQUIRED)
+endif()
 
 # Imported targets are local to the directory that found them; when SEDenseNet is a subproject
 # (add_subdirectory), the parent links SEDenseNet::sedensenet and must see LibTorch's targets too.

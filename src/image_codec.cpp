@@ -7,8 +7,11 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#if defined(SEDENSENET_WITH_ZLIB)
 #include <zlib.h>
+#endif
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <stdexcept>
@@ -74,6 +77,7 @@ std::vector<uint8_t> stb_encode_png(int width, int height, int channels, const u
   return out;
 }
 
+#if defined(SEDENSENET_WITH_ZLIB)
 std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, std::string* error) {
   z_stream stream{};
   if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {  // 16: expect a gzip wrapper
@@ -114,5 +118,20 @@ uint32_t crc32(const uint8_t* data, size_t size) {
   }
   return static_cast<uint32_t>(crc);
 }
+#else
+std::vector<uint8_t> gunzip(const uint8_t*, size_t, std::string* error) {
+  *error = "this build of SEDenseNet has no zlib (configured with SEDENSENET_WITH_ZLIB=OFF)";
+  return {};
+}
+
+uint32_t crc32(const uint8_t* data, size_t size) {  // bitwise CRC-32, for builds without zlib
+  uint32_t crc = 0xFFFFFFFFu;
+  for (size_t i = 0; i < size; ++i) {
+    crc ^= data[i];
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+#endif
 
 }  // namespace sedensenet::data::codec

@@ -149,9 +149,9 @@ void add_train(CLI::App& app, TrainArgs& a) {
       ->check(CLI::NonNegativeNumber);
   t->add_option("--image-size", a.image_size, "images are resized to size x size")->check(CLI::Range(8, 4096))->capture_default_str();
   t->add_option("--augment", a.augment,
-                "training augmentation: none, reference (flip + padded crop), strong (also rotation "
-                "and colour jitter)")
-      ->check(CLI::IsMember({"none", "reference", "strong"}))
+                "training augmentation: none, flip (random horizontal flip), reference (flip + padded "
+                "crop), strong (also rotation and colour jitter)")
+      ->check(CLI::IsMember({"none", "flip", "reference", "strong"}))
       ->capture_default_str();
   t->add_option("--workers", a.workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
   t->add_option("--threads", a.threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
@@ -198,8 +198,8 @@ json train_args_json(const TrainArgs& a, const sedensenet::TrainerOptions& o) {
 data::TransformPtr train_transform(const std::string& augment, int64_t size,
                                    const sedensenet::io::InputSpec& input) {
   std::vector<data::TransformPtr> steps = {std::make_shared<data::Resize>(size, size)};
-  if (augment != "none") {
-    steps.push_back(std::make_shared<data::RandomHorizontalFlip>());
+  if (augment != "none") steps.push_back(std::make_shared<data::RandomHorizontalFlip>());
+  if (augment == "reference" || augment == "strong") {
     steps.push_back(std::make_shared<data::RandomCrop>(size, std::max<int64_t>(1, size / 8)));
   }
   if (augment == "strong") {

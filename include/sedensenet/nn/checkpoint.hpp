@@ -8,6 +8,7 @@
 #include <ATen/core/Generator.h>
 #include <ATen/Context.h>
 #include <torch/autograd.h>
+#include <torch/cuda.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
@@ -42,7 +43,7 @@ struct ExecutionState {
     at::Generator cpu = at::detail::getDefaultCPUGenerator();  // a handle to the global one
     s.cpu_rng = cpu.get_state();
     if (at::globalContext().hasCUDA()) {
-      const auto devices = static_cast<int>(at::detail::getCUDAHooks().getNumGPUs());
+      const auto devices = static_cast<int>(torch::cuda::device_count());
       for (int i = 0; i < devices; ++i) {
         at::Generator cuda =
             at::globalContext().defaultGenerator(at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));

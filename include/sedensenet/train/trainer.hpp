@@ -509,6 +509,7 @@ class Trainer {
     namespace F = torch::nn::functional;
     const auto ce = F::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing());
     bool stopped = false;
+    int64_t classes = 0;
     train.for_each(epoch, [&](const data::Batch& batch) {
       if (batch.labels.size(0) == 0) return true;
       lr = schedule.at(epoch, batch_index);
@@ -544,6 +545,7 @@ class Trainer {
       }
       optimizer_->step();
       running.add(logits, counted, loss_value);
+      classes = logits.size(1);
       ++batch_index;
       if (!batch_callbacks_.empty()) {
         BatchEvent event;
@@ -569,6 +571,7 @@ class Trainer {
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     metrics.train_loss = running.loss();
     metrics.train_accuracy = running.accuracy();
+    metrics.train_top5 = classes >= 5 ? running.top5() : NAN;
     metrics.lr = lr;
     metrics.train_images = running.count();
     metrics.images_per_second = static_cast<double>(running.count()) / seconds;

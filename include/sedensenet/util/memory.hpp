@@ -207,8 +207,7 @@ class MemoryTracker {
   }
 
 #if defined(SEDENSENET_WITH_CUDA)
-  static constexpr size_t kAggregate =
-      static_cast<size_t>(c10::cuda::CUDACachingAllocator::StatType::AGGREGATE);
+  static constexpr size_t kAggregate = 0;  // StatType::AGGREGATE (its home moved in LibTorch 2.x)
   auto cuda_stats() const {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(device_.has_index() ? device_.index()
                                                                                 : 0);

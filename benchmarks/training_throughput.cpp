@@ -1,0 +1,128 @@
+// Training throughput, loading included: SEDenseNet's Trainer + ImageLoader against a PyTorch
+// training loop of the same model (python/sedensenet.py) with torchvision's ImageFolder and
+// DataLoader, on the same images, measured side by side in one run.
+//
+//   training_throughput [--data DIR] [--preset densenet_bc_22_k12] [--image-size 28]
+//                       [--batch 64] [--images 6400] [--workers 2] [--threads 0] [--csv FILE]
+#include <sedensenet/sedensenet.hpp>
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <sstream>
+
+namespace data = sedensenet::data;
+
+int main(int argc, char** argv) {
+  CLI::App app{"Training throughput against a PyTorch + torchvision DataLoader loop"};
+  std::string data_dir, preset = "densenet_bc_22_k12", csv_path = "training_throughput.csv";
+  int64_t image_size = 28, batch = 64, images = 6400, workers = 2, warmup_batches = 10;
+  int threads = 0;
+  bool skip_pytorch = false;
+  int rounds = 3;
+  app.add_option("--data", data_dir, "image folder with train/ (default: Fashion-MNIST)");
+  app.add_option("--preset", preset, "architecture");
+  app.add_option("--image-size", image_size, "input size");
+  app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
+  app.add_option("--images", images, "training images measured (after warm-up)")->check(CLI::PositiveNumber);
+  app.add_option("--warmup-batches", warmup_batches, "batches not timed")->check(CLI::NonNegativeNumber);
+  app.add_option("--workers", workers, "loader workers on both sides");
+  app.add_option("--threads", threads, "LibTorch threads on both sides (0 = one per core)");
+  app.add_flag("--no-pytorch", skip_pytorch, "measure SEDenseNet only");
+  app.add_option("--rounds", rounds, "interleaved rounds (medians reported)")->check(CLI::PositiveNumber);
+  app.add_option("--csv", csv_path, "CSV output");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    threads = sedensenet::set_num_threads(threads);
+    sedensenet::keep_freed_memory();
+    if (data_dir.empty()) data_dir = data::prepare_fashion_mnist("data/fashion-mnist").root.string();
+    auto splits = data::ImageFolder::split(data_dir);
+    const int64_t total = images + warmup_batches * batch;
+    TORCH_CHECK(total <= static_cast<int64_t>(splits.train.samples().size()), "--images too large");
+    auto train_set = splits.train.subset({splits.train.samples().begin(),
+                                          splits.train.samples().begin() + total});
+    sedensenet::io::InputSpec input;
+    input.size = image_size;
+    auto transform = data::compose({std::make_shared<data::Resize>(image_size, image_size),
+                                    std::make_shared<data::RandomHorizontalFlip>(),
+                                    std::make_shared<data::ToTensor>(),
+                                    std::make_shared<data::Normalize>(input.mean, input.std)});
+    auto measure_ours = [&] {
+      data::ImageLoader loader(train_set, transform,
+                               data::LoaderOptions().batch_size(batch).workers(workers).seed(1));
+      auto model_options = sedensenet::DenseNetOptions::preset(preset).num_classes(
+          static_cast<int64_t>(splits.train.classes().size()));
+      torch::manual_seed(0);
+      sedensenet::DenseNet net(model_options);
+      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads));
+      std::chrono::steady_clock::time_point start;
+      int64_t timed_images = 0;
+      trainer.on_batch_end([&](const sedensenet::BatchEvent& e) {
+        if (e.batch == warmup_batches) start = std::chrono::steady_clock::now();
+        if (e.batch > warmup_batches) timed_images += batch;
+      });
+      sedensenet::ImageLoaderSource source(loader);
+      trainer.fit(source);
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      return static_cast<double>(timed_images) / seconds;
+    };
+    auto measure_pytorch = [&](bool tuned) {
+      const auto out = std::filesystem::temp_directory_path() / "sedensenet_pytorch_training.txt";
+      const auto command = fmt::format(
+          "{}/usr/bin/python3 {}/pytorch_training.py --data {} --preset {} --image-size {} "
+          "--batch {} --images {} --warmup-batches {} --workers {} --threads {} > {}",
+          tuned ? std::string("GLIBC_TUNABLES=") + sedensenet::keep_freed_memory_tunables() + " " : "",
+          SEDENSENET_BENCHMARK_DIR, train_set.root().string(), preset, image_size, batch, images,
+          warmup_batches, workers, threads, out.string());
+      if (std::system(command.c_str()) != 0) throw std::runtime_error("the PyTorch script failed: " + command);
+      std::ifstream in(out);
+      double rate = 0;
+      in >> rate;
+      return rate;
+    };
+    // Interleaved rounds, medians: the machine's speed drifts by 10% or more over minutes.
+    const std::vector<std::string> names = {"sedensenet", "pytorch", "pytorch (same malloc settings)"};
+    std::map<std::string, std::vector<double>> rates;
+    for (int round = 0; round < rounds; ++round) {
+      for (const auto& name : names) {
+        if (skip_pytorch && name != "sedensenet") continue;
+        const double rate = name == "sedensenet" ? measure_ours()
+                                                 : measure_pytorch(name != "pytorch");
+        rates[name].push_back(rate);
+        fmt::print("round {}: {:<32} {:.0f} images/s\n", round + 1, name, rate);
+        std::fflush(stdout);
+      }
+    }
+    auto median = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
+    };
+    const double ours = median(rates["sedensenet"]);
+    std::vector<std::pair<std::string, double>> rows;
+    for (const auto& name : names) {
+      if (rates.count(name)) rows.emplace_back(name, median(rates[name]));
+    }
+    fmt::print("\nmedians of {} interleaved rounds, {} images each after {} warm-up batches\n", rounds,
+               images, warmup_batches);
+    fmt::print("{:<32} {:>10} {:>16}\n", "implementation", "images/s", "sedensenet / it");
+    std::ofstream csv(csv_path);
+    csv << "impl,images_per_s\n";
+    for (const auto& [name, rate] : rows) {
+      fmt::print("{:<32} {:>10.0f} {:>16}\n", name, rate,
+                 name == "sedensenet" ? std::string("-") : fmt::format("{:.2f}x", ours / rate));
+      csv << fmt::format("{},{:.1f}\n", name, rate);
+    }
+    fmt::print("wrote {}\n", csv_path);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "training_throughput: {}\n", sedensenet::error_message(e));
+    return 1;
+  }
+  return 0;
+}
