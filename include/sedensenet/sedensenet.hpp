@@ -9,8 +9,11 @@
 /// ```
 
 #include "sedensenet/data.hpp"
+#include "sedensenet/io/archive.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/io/model_config.hpp"
+#include "sedensenet/io/pickle.hpp"
+#include "sedensenet/io/state_dict.hpp"
 #include "sedensenet/io/trained_model.hpp"
 #include "sedensenet/nn.hpp"
 #include "sedensenet/train.hpp"

@@ -12,7 +12,10 @@
 #include <vector>
 
 #include "sedensenet/data/transforms.hpp"
+#include "sedensenet/io/archive.hpp"
 #include "sedensenet/io/model_config.hpp"
+#include "sedensenet/io/state_dict.hpp"
+#include "sedensenet/util/errors.hpp"
 #include "sedensenet/nn/densenet.hpp"
 
 namespace sedensenet::io {
@@ -64,9 +67,10 @@ struct TrainedModel {
 inline TrainedModel load_trained_model(const std::filesystem::path& path,
                                        torch::Device device = torch::kCPU) {
   TORCH_CHECK(std::filesystem::exists(path), "weights file ", path.string(), " not found");
+  const auto bytes = read_verified_archive(path);  // names the file if truncated or corrupted
   torch::serialize::InputArchive archive;
   try {
-    archive.load_from(path.string());
+    archive.load_from(bytes.data(), bytes.size());
   } catch (const std::exception&) {
     TORCH_CHECK(false, path.string(), " is not a SEDenseNet checkpoint (expected best.pt or "
                 "last.pt from a run folder)");
@@ -92,6 +96,43 @@ inline TrainedModel load_trained_model(const std::filesystem::path& path,
     TORCH_CHECK(false, path.string(), ": the weights do not fit the recorded model (",
                 e.what(), ")");
   }
+  result.model->to(device);
+  result.model->eval();
+  return result;
+}
+
+/// Whether `path` is a checkpoint written by `Trainer` (a LibTorch archive: best.pt, last.pt),
+/// as opposed to a Python state dict file.
+inline bool is_trainer_checkpoint(const std::filesystem::path& path) {
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path.string());
+    return reader.hasRecord("constants.pkl");
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+/// A DenseNet of `options` with the weights of a PyTorch state dict file (strict load, names
+/// translated as `load_state_dict` does). `options.num_classes() == 0` takes the class count from
+/// the file's classifier.
+inline TrainedModel load_state_dict_model(const std::filesystem::path& path, DenseNetOptions options,
+                                          InputSpec input, std::vector<std::string> classes = {},
+                                          torch::Device device = torch::kCPU) {
+  if (options.num_classes() == 0) {
+    const auto tensors = read_state_dict(path);
+    auto it = tensors.find("classifier.weight");
+    if (it == tensors.end()) it = tensors.find("module.classifier.weight");
+    TORCH_CHECK(it != tensors.end(), path.string(), " has no classifier.weight to take the number "
+                "of classes from; give the classes explicitly");
+    options.num_classes(it->second.size(0));
+  }
+  TrainedModel result;
+  result.options = options;
+  result.input = input;
+  result.classes = std::move(classes);
+  result.model = DenseNet(options);
+  const auto report = load_state_dict(*result.model, path);
+  result.state = {{"source", "state dict"}, {"report", report.to_string()}};
   result.model->to(device);
   result.model->eval();
   return result;

@@ -1,0 +1,221 @@
+#pragma once
+/// \file
+/// Integrity checks for PyTorch archives (checkpoints and `torch.save` files) before they are
+/// loaded.
+///
+/// Both LibTorch's `torch::save` / `OutputArchive` and Python's `torch.save` write a zip file whose
+/// records are stored uncompressed, each with its CRC-32 in the zip's central directory. PyTorch's
+/// reader does not check those checksums (a flipped bit in a tensor loads silently), and reports a
+/// cut-short file with an internal error. `verify_archive` walks the central directory, checks
+/// that every record lies inside the file and that every stored record matches its CRC-32, and
+/// explains what it finds in terms of the file: truncated (a crash or a full disk while writing),
+/// corrupted (damaged after writing), or not a PyTorch file at all.
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "sedensenet/io/files.hpp"
+
+namespace sedensenet::io {
+
+namespace detail {
+
+/// The CRC-32 table of the zip format's polynomial (0xEDB88320, reflected).
+struct Crc32Table {
+  uint32_t entries[8][256];
+  Crc32Table() {
+    for (uint32_t i = 0; i < 256; ++i) {
+      uint32_t c = i;
+      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+      entries[0][i] = c;
+    }
+    // Slicing-by-8: entries[k][i] is the CRC of byte i followed by k zero bytes.
+    for (uint32_t i = 0; i < 256; ++i) {
+      for (int k = 1; k < 8; ++k) {
+        entries[k][i] = (entries[k - 1][i] >> 8) ^ entries[0][entries[k - 1][i] & 0xFF];
+      }
+    }
+  }
+};
+
+inline const Crc32Table& crc32_table() {
+  static const Crc32Table table;
+  return table;
+}
+
+inline uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+inline uint32_t le32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
+         (static_cast<uint32_t>(p[2]) << 16) | (static_cast<uint32_t>(p[3]) << 24);
+}
+inline uint64_t le64(const uint8_t* p) {
+  return static_cast<uint64_t>(le32(p)) | (static_cast<uint64_t>(le32(p + 4)) << 32);
+}
+
+}  // namespace detail
+
+/// CRC-32 as zip, gzip and Python's `zlib.crc32` compute it; `crc` continues a previous value.
+inline uint32_t crc32(const void* data, size_t size, uint32_t crc = 0) {
+  const auto& t = detail::crc32_table().entries;
+  const auto* p = static_cast<const uint8_t*>(data);
+  crc = ~crc;
+  while (size >= 8) {
+    const uint32_t low = crc ^ detail::le32(p);
+    const uint32_t high = detail::le32(p + 4);
+    crc = t[7][low & 0xFF] ^ t[6][(low >> 8) & 0xFF] ^ t[5][(low >> 16) & 0xFF] ^ t[4][low >> 24] ^
+          t[3][high & 0xFF] ^ t[2][(high >> 8) & 0xFF] ^ t[1][(high >> 16) & 0xFF] ^ t[0][high >> 24];
+    p += 8;
+    size -= 8;
+  }
+  while (size-- > 0) crc = t[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
+  return ~crc;
+}
+
+/// One record (file) of an archive, as its central directory describes it.
+struct ArchiveRecord {
+  std::string name;
+  uint64_t data_offset = 0;  ///< where the record's bytes start in the file
+  uint64_t size = 0;         ///< stored (compressed) size
+  uint32_t crc = 0;          ///< CRC-32 of the uncompressed bytes
+  uint16_t method = 0;       ///< 0 = stored (what PyTorch writes), 8 = deflate
+};
+
+/// The records of the zip archive in `data`, checking that each lies inside it. Throws
+/// `FileError(name, reason)` when the archive is truncated or malformed.
+inline std::vector<ArchiveRecord> list_archive(const uint8_t* data, size_t size,
+                                               const std::filesystem::path& name) {
+  using detail::le16;
+  using detail::le32;
+  using detail::le64;
+  auto truncated = [&](const std::string& what) {
+    return FileError(name, "truncated or damaged archive: " + what +
+                               " (was it cut short by a crash or a full disk?); use another "
+                               "copy, e.g. the run's other checkpoint");
+  };
+  if (size < 4 || std::memcmp(data, "PK\x03\x04", 4) != 0) {
+    throw FileError(name, size == 0 ? std::string("the file is empty")
+                                    : "not a PyTorch archive (a zip file written by torch.save "
+                                      "or a SEDenseNet checkpoint)");
+  }
+  // The end-of-central-directory record: 22 bytes plus a comment of up to 65535 bytes.
+  if (size < 22) throw truncated("no end-of-archive record");
+  size_t eocd = size;
+  const size_t lowest = size >= 22 + 65535 ? size - 22 - 65535 : 0;
+  for (size_t pos = size - 22 + 1; pos-- > lowest;) {
+    if (le32(data + pos) == 0x06054b50u && pos + 22 + le16(data + pos + 20) <= size) {
+      eocd = pos;
+      break;
+    }
+  }
+  if (eocd == size) throw truncated("no end-of-archive record");
+  uint64_t entries = le16(data + eocd + 10);
+  uint64_t directory_size = le32(data + eocd + 12);
+  uint64_t directory_offset = le32(data + eocd + 16);
+  if (entries == 0xFFFF || directory_size == 0xFFFFFFFFu || directory_offset == 0xFFFFFFFFu) {
+    // Zip64: a locator right before the end record points at the 64-bit end record.
+    if (eocd < 20 || le32(data + eocd - 20) != 0x07064b50u) throw truncated("no zip64 locator");
+    const uint64_t record = le64(data + eocd - 20 + 8);
+    if (record > size || size - record < 56 || le32(data + record) != 0x06064b50u) {
+      throw truncated("no zip64 end-of-archive record");
+    }
+    entries = le64(data + record + 32);
+    directory_size = le64(data + record + 40);
+    directory_offset = le64(data + record + 48);
+  }
+  if (directory_offset > size || directory_size > size - directory_offset) {
+    throw truncated("the table of contents lies past the end of the file (" + std::to_string(size) +
+                    " bytes)");
+  }
+  if (entries > directory_size / 46) throw truncated("the table of contents is inconsistent");
+
+  std::vector<ArchiveRecord> records;
+  records.reserve(static_cast<size_t>(entries));
+  uint64_t pos = directory_offset;
+  const uint64_t directory_end = directory_offset + directory_size;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (directory_end - pos < 46 || le32(data + pos) != 0x02014b50u) {
+      throw truncated("table-of-contents entry " + std::to_string(i) + " is damaged");
+    }
+    const uint8_t* entry = data + pos;
+    ArchiveRecord record;
+    record.method = le16(entry + 10);
+    record.crc = le32(entry + 16);
+    uint64_t compressed = le32(entry + 20);
+    uint64_t uncompressed = le32(entry + 24);
+    const uint16_t name_length = le16(entry + 28), extra_length = le16(entry + 30),
+                   comment_length = le16(entry + 32);
+    uint64_t local = le32(entry + 42);
+    const uint64_t entry_size = 46ull + name_length + extra_length + comment_length;
+    if (directory_end - pos < entry_size) {
+      throw truncated("table-of-contents entry " + std::to_string(i) + " is cut short");
+    }
+    record.name.assign(reinterpret_cast<const char*>(entry + 46), name_length);
+    // Zip64 extra field: the 64-bit values of the fields set to 0xFFFFFFFF, in this order.
+    const uint8_t* extra = entry + 46 + name_length;
+    for (uint32_t e = 0; e + 4 <= extra_length;) {
+      const uint16_t id = le16(extra + e), length = le16(extra + e + 2);
+      if (e + 4u + length > extra_length) break;
+      if (id == 0x0001) {
+        const uint8_t* field = extra + e + 4;
+        uint32_t left = length;
+        auto take = [&](uint64_t& value) {
+          if (value != 0xFFFFFFFFu) return;
+          if (left < 8) throw truncated("record '" + record.name + "' has a damaged zip64 field");
+          value = le64(field);
+          field += 8;
+          left -= 8;
+        };
+        take(uncompressed);
+        take(compressed);
+        take(local);
+      }
+      e += 4u + length;
+    }
+    if (local > size || size - local < 30 || le32(data + local) != 0x04034b50u) {
+      throw truncated("record '" + record.name + "' starts past the end of the file");
+    }
+    record.data_offset = local + 30 + le16(data + local + 26) + le16(data + local + 28);
+    record.size = compressed;
+    if (record.data_offset > size || record.size > size - record.data_offset) {
+      throw truncated("record '" + record.name + "' (" + std::to_string(record.size) +
+                      " bytes) extends past the end of the file (" + std::to_string(size) + " bytes)");
+    }
+    if (record.method == 0 && compressed != uncompressed) {
+      throw truncated("record '" + record.name + "' has inconsistent sizes");
+    }
+    records.push_back(std::move(record));
+    pos += entry_size;
+  }
+  return records;
+}
+
+/// Checks the archive in `data` (see the file comment): every record inside the file, every
+/// stored record matching its CRC-32. Throws `FileError` naming `name`, the record and what to do.
+inline void verify_archive(const uint8_t* data, size_t size, const std::filesystem::path& name) {
+  for (const auto& record : list_archive(data, size, name)) {
+    if (record.method != 0) continue;  // compressed records are checked by the decompressor
+    const uint32_t actual = crc32(data + record.data_offset, static_cast<size_t>(record.size));
+    if (actual != record.crc) {
+      char hex[64];
+      std::snprintf(hex, sizeof hex, "stored 0x%08x, computed 0x%08x", record.crc, actual);
+      throw FileError(name, "corrupted: record '" + record.name + "' fails its CRC-32 check (" +
+                                hex + "); the file was damaged after it was written. Use another "
+                                "copy, e.g. the run's other checkpoint");
+    }
+  }
+}
+
+/// Reads the file at `path` and verifies it (`verify_archive`); returns its bytes, ready for
+/// `InputArchive::load_from(bytes.data(), bytes.size())`. Throws `FileError` naming the file.
+inline std::string read_verified_archive(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw FileError(path, "file not found");
+  std::string bytes = read_text_file(path);
+  verify_archive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
+  return bytes;
+}
+
+}  // namespace sedensenet::io

@@ -1,0 +1,404 @@
+#pragma once
+/// \file
+/// Reading what Python's `torch.save` writes: a zip archive (PyTorch >= 1.6) holding `data.pkl`, a
+/// pickle (protocol 2) of the saved object, and one record per tensor storage. LibTorch's own
+/// `pickle_load` turns the `collections.OrderedDict` of a state dict into None, so this reads the
+/// pickle itself: the opcodes torch.save emits, with a value model of None, bool, int, float,
+/// string, tuple, list, dict and tensor, and the few callables state dicts use.
+
+#include <caffe2/serialize/inline_container.h>
+#include <caffe2/serialize/istream_adapter.h>
+#include <torch/types.h>
+
+#include "sedensenet/io/archive.hpp"
+#include "sedensenet/io/files.hpp"
+#include "sedensenet/util/errors.hpp"
+
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace sedensenet::io {
+
+/// A file that is not a readable PyTorch file, with the reason.
+class PickleError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace pickle {
+
+struct Value;
+using ValuePtr = std::shared_ptr<Value>;
+
+/// A Python global (module.name), as GLOBAL references it.
+struct Global {
+  std::string module, name;
+  std::string full() const { return module + "." + name; }
+};
+
+/// What a persistent id points to: a storage record of the archive.
+struct StorageRef {
+  std::string key;       ///< record name under data/
+  std::string type;      ///< e.g. "FloatStorage"
+  int64_t numel = 0;
+};
+
+struct None {};
+
+/// One unpickled value.
+struct Value {
+  using Dict = std::vector<std::pair<ValuePtr, ValuePtr>>;  // insertion order kept
+  std::variant<None, bool, int64_t, double, std::string, std::vector<ValuePtr> /*list*/,
+               Dict, Global, StorageRef, torch::Tensor>
+      data;
+  bool is_tuple = false;  ///< a list that was a Python tuple
+
+  template <typename T>
+  bool is() const { return std::holds_alternative<T>(data); }
+  template <typename T>
+  const T& as(const char* what) const {
+    if (!is<T>()) throw PickleError(std::string("unexpected pickle content: expected ") + what);
+    return std::get<T>(data);
+  }
+  static ValuePtr make() { return std::make_shared<Value>(); }
+  template <typename T>
+  static ValuePtr of(T v) {
+    auto p = make();
+    p->data = std::move(v);
+    return p;
+  }
+};
+
+inline torch::Dtype storage_dtype(const std::string& type) {
+  static const std::map<std::string, torch::Dtype> types = {
+      {"FloatStorage", torch::kFloat32},   {"DoubleStorage", torch::kFloat64},
+      {"HalfStorage", torch::kFloat16},    {"BFloat16Storage", torch::kBFloat16},
+      {"LongStorage", torch::kInt64},      {"IntStorage", torch::kInt32},
+      {"ShortStorage", torch::kInt16},     {"CharStorage", torch::kInt8},
+      {"ByteStorage", torch::kUInt8},      {"BoolStorage", torch::kBool},
+      {"ComplexFloatStorage", torch::kComplexFloat},
+      {"ComplexDoubleStorage", torch::kComplexDouble}};
+  auto it = types.find(type);
+  if (it == types.end()) throw PickleError("unsupported tensor storage type torch." + type);
+  return it->second;
+}
+
+/// The unpickler. `load_storage(key, dtype, numel)` returns the storage's tensor.
+class Reader {
+ public:
+  using StorageLoader = std::function<torch::Tensor(const std::string&, torch::Dtype, int64_t)>;
+
+  Reader(const uint8_t* data, size_t size, StorageLoader loader)
+      : p_(data), end_(data + size), load_storage_(std::move(loader)) {}
+
+  ValuePtr read() {
+    for (;;) {
+      const uint8_t op = byte();
+      switch (op) {
+        case 0x80: byte(); break;                                   // PROTO
+        case 0x95: bytes(8); break;                                 // FRAME (protocol 4)
+        case '.': return pop();                                     // STOP
+        case '(': marks_.push_back(stack_.size()); break;           // MARK
+        case 'N': push(Value::of(None{})); break;                   // NONE
+        case 0x88: push(Value::of(true)); break;                    // NEWTRUE
+        case 0x89: push(Value::of(false)); break;                   // NEWFALSE
+        case 'J': push(Value::of(static_cast<int64_t>(le<int32_t>()))); break;  // BININT
+        case 'K': push(Value::of(static_cast<int64_t>(byte()))); break;         // BININT1
+        case 'M': push(Value::of(static_cast<int64_t>(le<uint16_t>()))); break; // BININT2
+        case 0x8a: {                                                // LONG1
+          const uint8_t n = byte();
+          if (n > 8) throw PickleError("integer too large in pickle");
+          int64_t v = 0;
+          const uint8_t* b = bytes(n);
+          for (int i = n - 1; i >= 0; --i) v = (v << 8) | b[i];
+          if (n > 0 && n < 8 && (b[n - 1] & 0x80)) v -= int64_t{1} << (8 * n);  // sign
+          push(Value::of(v));
+          break;
+        }
+        case 'G': {                                                 // BINFLOAT (big-endian)
+          const uint8_t* b = bytes(8);
+          uint64_t bits = 0;
+          for (int i = 0; i < 8; ++i) bits = (bits << 8) | b[i];
+          double d;
+          std::memcpy(&d, &bits, 8);
+          push(Value::of(d));
+          break;
+        }
+        case 'X': push(Value::of(text(le<uint32_t>()))); break;    // BINUNICODE
+        case 0x8c: push(Value::of(text(byte()))); break;            // SHORT_BINUNICODE
+        case 'U': push(Value::of(text(byte()))); break;             // SHORT_BINSTRING
+        case 'T': push(Value::of(text(le<uint32_t>()))); break;    // BINSTRING
+        case 'B': push(Value::of(text(le<uint32_t>()))); break;    // BINBYTES
+        case 'C': push(Value::of(text(byte()))); break;             // SHORT_BINBYTES
+        case ')': push(tuple({})); break;                           // EMPTY_TUPLE
+        case 0x85: { auto a = pop(); push(tuple({a})); break; }     // TUPLE1
+        case 0x86: { auto b = pop(), a = pop(); push(tuple({a, b})); break; }  // TUPLE2
+        case 0x87: { auto c = pop(), b = pop(), a = pop(); push(tuple({a, b, c})); break; }
+        case 't': push(tuple(pop_mark())); break;                   // TUPLE
+        case ']': push(Value::of(std::vector<ValuePtr>{})); break;  // EMPTY_LIST
+        case 'l': push(Value::of(pop_mark())); break;               // LIST
+        case '}': push(Value::of(Value::Dict{})); break;            // EMPTY_DICT
+        case 'a': {                                                 // APPEND
+          auto v = pop();
+          list_of(top()).push_back(v);
+          break;
+        }
+        case 'e': {                                                 // APPENDS
+          auto items = pop_mark();
+          auto& list = list_of(top());
+          list.insert(list.end(), items.begin(), items.end());
+          break;
+        }
+        case 's': {                                                 // SETITEM
+          auto v = pop(), k = pop();
+          dict_of(top()).emplace_back(k, v);
+          break;
+        }
+        case 'u': {                                                 // SETITEMS
+          auto items = pop_mark();
+          if (items.size() % 2) throw PickleError("odd SETITEMS in pickle");
+          auto& dict = dict_of(top());
+          for (size_t i = 0; i < items.size(); i += 2) dict.emplace_back(items[i], items[i + 1]);
+          break;
+        }
+        case 'q': memo_[byte()] = top(); break;                     // BINPUT
+        case 'r': memo_[le<uint32_t>()] = top(); break;             // LONG_BINPUT
+        case 0x94: memo_[memo_.size()] = top(); break;              // MEMOIZE
+        case 'h': push(memo(byte())); break;                        // BINGET
+        case 'j': push(memo(le<uint32_t>())); break;                // LONG_BINGET
+        case 'c': {                                                 // GLOBAL
+          auto module = line(), name = line();
+          push(Value::of(Global{module, name}));
+          break;
+        }
+        case 0x93: {                                                // STACK_GLOBAL
+          auto name = pop()->as<std::string>("a global's name");
+          auto module = pop()->as<std::string>("a global's module");
+          push(Value::of(Global{module, name}));
+          break;
+        }
+        case 'Q': push(persistent(pop())); break;                   // BINPERSID
+        case 'R': {                                                 // REDUCE
+          auto args = pop(), callable = pop();
+          push(reduce(callable->as<Global>("a callable"), args));
+          break;
+        }
+        case 0x81: {                                                // NEWOBJ
+          auto args = pop(), cls = pop();
+          push(reduce(cls->as<Global>("a class"), args));
+          break;
+        }
+        case 'b': pop(); break;                                     // BUILD: attributes ignored
+        default: {
+          std::ostringstream os;
+          os << "unsupported pickle opcode 0x" << std::hex << static_cast<int>(op);
+          throw PickleError(os.str());
+        }
+      }
+    }
+  }
+
+ private:
+  uint8_t byte() {
+    if (p_ >= end_) throw PickleError("pickle data ends unexpectedly (truncated file?)");
+    return *p_++;
+  }
+  const uint8_t* bytes(size_t n) {
+    if (static_cast<size_t>(end_ - p_) < n) throw PickleError("pickle data ends unexpectedly (truncated file?)");
+    const uint8_t* start = p_;
+    p_ += n;
+    return start;
+  }
+  template <typename T>
+  T le() {
+    T v;
+    std::memcpy(&v, bytes(sizeof(T)), sizeof(T));
+    return v;
+  }
+  std::string text(size_t n) {
+    const uint8_t* b = bytes(n);
+    return std::string(reinterpret_cast<const char*>(b), n);
+  }
+  std::string line() {
+    std::string s;
+    for (uint8_t c = byte(); c != '\n'; c = byte()) s.push_back(static_cast<char>(c));
+    return s;
+  }
+  void push(ValuePtr v) { stack_.push_back(std::move(v)); }
+  ValuePtr pop() {
+    if (stack_.empty()) throw PickleError("malformed pickle (stack underflow)");
+    auto v = stack_.back();
+    stack_.pop_back();
+    return v;
+  }
+  ValuePtr& top() {
+    if (stack_.empty()) throw PickleError("malformed pickle (empty stack)");
+    return stack_.back();
+  }
+  std::vector<ValuePtr> pop_mark() {
+    if (marks_.empty()) throw PickleError("malformed pickle (no mark)");
+    const size_t start = marks_.back();
+    marks_.pop_back();
+    std::vector<ValuePtr> items(stack_.begin() + static_cast<long>(start), stack_.end());
+    stack_.resize(start);
+    return items;
+  }
+  ValuePtr memo(size_t key) {
+    auto it = memo_.find(key);
+    if (it == memo_.end()) throw PickleError("malformed pickle (unknown memo entry)");
+    return it->second;
+  }
+  static ValuePtr tuple(std::vector<ValuePtr> items) {
+    auto v = Value::of(std::move(items));
+    v->is_tuple = true;
+    return v;
+  }
+  static std::vector<ValuePtr>& list_of(const ValuePtr& v) {
+    if (!v->is<std::vector<ValuePtr>>()) throw PickleError("malformed pickle (APPEND to a non-list)");
+    return std::get<std::vector<ValuePtr>>(v->data);
+  }
+  static Value::Dict& dict_of(const ValuePtr& v) {
+    if (!v->is<Value::Dict>()) throw PickleError("malformed pickle (SETITEM on a non-dict)");
+    return std::get<Value::Dict>(v->data);
+  }
+  static std::vector<int64_t> ints(const ValuePtr& v) {
+    std::vector<int64_t> out;
+    for (const auto& item : v->as<std::vector<ValuePtr>>("a tuple of integers")) {
+      out.push_back(item->as<int64_t>("an integer"));
+    }
+    return out;
+  }
+
+  /// ('storage', torch.<Type>Storage, key, location, numel) -> the storage's tensor.
+  ValuePtr persistent(const ValuePtr& id) {
+    const auto& fields = id->as<std::vector<ValuePtr>>("a persistent id tuple");
+    if (fields.size() < 5 || fields[0]->as<std::string>("'storage'") != "storage") {
+      throw PickleError("unsupported persistent id in pickle");
+    }
+    StorageRef ref;
+    ref.type = fields[1]->as<Global>("a storage type").name;
+    ref.key = fields[2]->as<std::string>("a storage key");
+    ref.numel = fields[4]->as<int64_t>("a storage size");
+    auto it = storages_.find(ref.key);
+    if (it == storages_.end()) {
+      it = storages_.emplace(ref.key, load_storage_(ref.key, storage_dtype(ref.type), ref.numel)).first;
+    }
+    return Value::of(it->second);
+  }
+
+  ValuePtr reduce(const Global& callable, const ValuePtr& args_value) {
+    const auto& args = args_value->as<std::vector<ValuePtr>>("call arguments");
+    const auto name = callable.full();
+    if (name == "collections.OrderedDict" || name == "builtins.dict") return Value::of(Value::Dict{});
+    if (name == "torch._utils._rebuild_tensor_v2" || name == "torch._utils._rebuild_tensor") {
+      if (args.size() < 4) throw PickleError("malformed tensor in pickle");
+      const auto& storage = args[0]->as<torch::Tensor>("a tensor storage");
+      const auto offset = args[1]->as<int64_t>("a storage offset");
+      const auto size = ints(args[2]);
+      const auto stride = ints(args[3]);
+      int64_t extent = offset;
+      for (size_t i = 0; i < size.size(); ++i) extent += size[i] > 0 ? (size[i] - 1) * stride[i] : 0;
+      if (!size.empty() && extent >= storage.numel() && storage.numel() > 0) {
+        throw PickleError("tensor extends past its storage (corrupt file?)");
+      }
+      return Value::of(storage.as_strided(size, stride, offset));
+    }
+    if (name == "torch.jit._pickle.restore_type_tag") {  // LibTorch's pickle_save: (value, type)
+      if (args.empty()) throw PickleError("malformed type tag in pickle");
+      return args[0];
+    }
+    if (name == "torch._utils._rebuild_parameter") {
+      if (args.empty()) throw PickleError("malformed parameter in pickle");
+      return Value::of(args[0]->as<torch::Tensor>("a parameter's tensor"));
+    }
+    throw PickleError("the file contains a Python object this reader does not handle: " + name +
+                      " (expected a state dict: names mapped to tensors)");
+  }
+
+  const uint8_t* p_;
+  const uint8_t* end_;
+  StorageLoader load_storage_;
+  std::vector<ValuePtr> stack_;
+  std::vector<size_t> marks_;
+  std::map<size_t, ValuePtr> memo_;
+  std::map<std::string, torch::Tensor> storages_;
+};
+
+}  // namespace pickle
+
+/// Parses the bytes of a file written by Python's `torch.save` (zip format) and returns its
+/// object; `name` is the file the messages name. The archive's checksums are verified first
+/// (`verify_archive`). Throws `PickleError` for anything that is not a readable torch.save file.
+inline pickle::ValuePtr read_torch_save_bytes(const std::string& bytes,
+                                              const std::filesystem::path& name) {
+  if (bytes.size() >= 1 && static_cast<unsigned char>(bytes[0]) == 0x80) {
+    throw PickleError(name.string() + ": a legacy (pre-1.6) torch.save file; re-save it with "
+                      "torch.save(state_dict, path) in PyTorch >= 1.6");
+  }
+  try {
+    verify_archive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name);
+  } catch (const FileError& e) {
+    throw PickleError(e.what());
+  }
+  std::istringstream stream(bytes);
+  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
+  try {
+    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(&stream);
+  } catch (const std::exception&) {
+    throw PickleError(name.string() + ": damaged or truncated PyTorch archive");
+  }
+  if (!reader->hasRecord("data.pkl")) {
+    throw PickleError(name.string() + ": a PyTorch archive without data.pkl (a TorchScript "
+                      "module? save the state dict with torch.save(model.state_dict(), path))");
+  }
+  try {
+    auto [pickle_data, pickle_size] = reader->getRecord("data.pkl");
+    auto loader = [&](const std::string& key, torch::Dtype dtype, int64_t numel) {
+      const std::string record = "data/" + key;
+      if (!reader->hasRecord(record)) throw PickleError("missing tensor storage " + record);
+      const auto element = static_cast<int64_t>(torch::elementSize(dtype));
+      if (numel < 0 || numel > static_cast<int64_t>(bytes.size()) / element) {
+        throw PickleError("tensor storage " + record + " declares " + std::to_string(numel) +
+                          " elements, more than the file holds");
+      }
+      auto [ptr, stored] = reader->getRecord(record);
+      if (static_cast<int64_t>(stored) < numel * element) {
+        throw PickleError("tensor storage " + record + " is shorter than declared");
+      }
+      auto tensor = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
+      if (numel > 0) std::memcpy(tensor.data_ptr(), ptr.get(), static_cast<size_t>(numel * element));
+      return tensor;
+    };
+    pickle::Reader unpickler(static_cast<const uint8_t*>(pickle_data.get()), pickle_size, loader);
+    return unpickler.read();
+  } catch (const PickleError& e) {
+    throw PickleError(name.string() + ": " + e.what());
+  } catch (const std::exception& e) {
+    throw PickleError(name.string() + ": damaged PyTorch archive (" + error_message(e) + ")");
+  }
+}
+
+/// Reads a file written by Python's `torch.save` (zip format) and returns its object.
+inline pickle::ValuePtr read_torch_save(const std::filesystem::path& path) {
+  if (!std::filesystem::exists(path)) throw PickleError(path.string() + ": file not found");
+  std::string bytes;
+  try {
+    bytes = read_text_file(path);
+  } catch (const FileError& e) {
+    throw PickleError(e.what());
+  }
+  return read_torch_save_bytes(bytes, path);
+}
+
+}  // namespace sedensenet::io
