@@ -17,6 +17,8 @@ SEDENSENET_PACKAGES=(
   python3-torch python3-torchvision python3-pil python3-numpy
   # The real dataset the demo trains on.
   dataset-fashion-mnist
+  # The sanitizer and fuzzing build of the test command (clang with libFuzzer and ASan/UBSan).
+  clang libclang-rt-14-dev
 )
 
 missing=()

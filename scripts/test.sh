@@ -5,8 +5,13 @@
 #   scripts/test.sh                 everything
 #   scripts/test.sh -R densenet     only the CTest tests matching a regex (extra args go to ctest)
 #
-# Environment: BUILD_DIR (default build), JOBS (build jobs, default: cores),
-#              CTEST_JOBS (tests in parallel, default 2).
+# Two builds: the regular one (build/, the whole suite), then a clang build with AddressSanitizer
+# and UndefinedBehaviorSanitizer (build-sanitize/) that runs the data, I/O, training and CLI tests
+# under the sanitizers and each libFuzzer target for a bounded time (docs/reliability.md).
+#
+# Environment: BUILD_DIR (default build), SANITIZE_DIR (default build-sanitize),
+#              SANITIZE=0 skips the sanitizer build, FUZZ_SECONDS (per fuzz target, default 20),
+#              JOBS (build jobs, default: cores), CTEST_JOBS (tests in parallel, default 2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,6 +30,28 @@ set +e
 (cd "$BUILD_DIR" && ctest --output-on-failure -j "$CTEST_JOBS" "$@")
 status=$?
 set -e
+tested=$(date +%s)
+echo "test.sh: build $((built - start)) s, tests $((tested - built)) s"
+
+if [[ "${SANITIZE:-1}" != 0 ]]; then
+  SANITIZE_DIR=${SANITIZE_DIR:-build-sanitize}
+  # LibTorch is not instrumented; its one-time allocations at exit are not leaks of ours.
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/sanitizers/lsan.supp:print_suppressions=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+  cmake -S . -B "$SANITIZE_DIR" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" -DSEDENSENET_SANITIZE=ON -DSEDENSENET_FUZZ=ON \
+    -DSEDENSENET_FUZZ_SECONDS="${FUZZ_SECONDS:-20}" -DSEDENSENET_BUILD_EXAMPLES=OFF \
+    -DSEDENSENET_BUILD_BENCHMARKS=OFF -DSEDENSENET_INSTALL=OFF
+  cmake --build "$SANITIZE_DIR" -j "$JOBS"
+  sanitize_built=$(date +%s)
+  set +e
+  (cd "$SANITIZE_DIR" && ctest --output-on-failure -j "$CTEST_JOBS" "$@")
+  sanitize_status=$?
+  set -e
+  [[ $sanitize_status -eq 0 ]] || status=$sanitize_status
+  echo "test.sh: sanitizer build $((sanitize_built - tested)) s, sanitizer tests and fuzzing $(( $(date +%s) - sanitize_built)) s"
+fi
 end=$(date +%s)
-echo "test.sh: build $((built - start)) s, tests $((end - built)) s, total $((end - start)) s"
+echo "test.sh: total $((end - start)) s"
 exit $status

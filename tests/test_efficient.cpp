@@ -91,6 +91,12 @@ TEST_CASE("Efficient and standard dense layers agree on outputs, loss, gradients
       }
       opt_standard.step();
       opt_efficient.step();
+      // Start the next step from identical weights. Adam divides each gradient by its running
+      // RMS, so rounding-level differences in near-zero gradients become full-size updates of
+      // opposite sign (measured: 1.3e-5 relative gradient differences two steps later on one
+      // CPU, 1e-7 on another): comparing gradients after that would test Adam, not the layer.
+      torch::NoGradGuard no_grad;
+      for (const auto& p : pair.efficient->named_parameters()) p.value().copy_(standard_params[p.key()]);
     }
     // Three optimizer steps later: the same statistics, updated exactly once per forward.
     check_same_state(pair.efficient, pair.standard, tolerance);

@@ -139,6 +139,12 @@ TEST_CASE("Bad files give errors that name the file and the problem", "[image][e
     put32(20, 10000);
     write_bytes(dir / "bomb2.png", bytes);
     REQUIRE_THROWS_WITH(read_image(dir / "bomb2.png"), Contains("10000x10000 = 100000000 pixels"));
+    // Sides near 2^32 (the product overflows 64-bit integers; found by fuzzing).
+    put32(16, 4109694196u);
+    put32(20, 4109694196u);
+    write_bytes(dir / "bomb3.png", bytes);
+    REQUIRE_THROWS_WITH(read_image(dir / "bomb3.png"),
+                        Contains("4109694196x4109694196 = 16889586384636086272 pixels, above the limit"));
     // The limit is configurable.
     REQUIRE_THROWS_WITH(read_image(good, DecodeOptions().max_pixels(1000)),
                         Contains("above the limit of 1000"));

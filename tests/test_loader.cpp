@@ -104,6 +104,26 @@ TEST_CASE("drop_last, no shuffle, cache", "[loader]") {
   }
 }
 
+TEST_CASE("An epoch started at a later batch gives the rest of the full epoch's batches",
+          "[loader][resume]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {9, 8});
+  ImageFolder folder(dir.path());
+  ImageLoader loader(folder, augmenting(), LoaderOptions().batch_size(3).seed(4).workers(2));
+  const auto full = run_epoch(loader, 2);
+  REQUIRE(full.size() == 6);
+  for (int64_t first : {1, 4, 6, 9}) {
+    std::vector<Batch> rest;
+    for (auto& batch : loader.epoch(2, first)) rest.push_back(batch);
+    REQUIRE(rest.size() == static_cast<size_t>(std::max<int64_t>(0, 6 - first)));
+    for (size_t i = 0; i < rest.size(); ++i) {
+      CHECK(torch::equal(rest[i].images, full[static_cast<size_t>(first) + i].images));
+      CHECK(rest[i].indices == full[static_cast<size_t>(first) + i].indices);
+    }
+  }
+  CHECK_THROWS_WITH(loader.epoch(0, -1), Contains("first_batch must be >= 0"));
+}
+
 TEST_CASE("Bad files: skipped and listed, or the epoch stops naming the file",
           "[loader][errors]") {
   sedensenet::test::TempDir dir;
@@ -126,13 +146,17 @@ TEST_CASE("Bad files: skipped and listed, or the epoch stops naming the file",
   }
   SECTION("error") {
     ImageFolder folder(dir.path(), ImageFolderOptions().on_bad_file(BadFilePolicy::error));
+    const int before = thread_count();
+    const auto start = std::chrono::steady_clock::now();
     for (int64_t workers : {1, 3}) {
       ImageLoader loader(folder, augmenting(),
                          LoaderOptions().batch_size(2).shuffle(false).workers(workers));
       auto epoch = loader.epoch(0);
       CHECK(epoch.next().has_value());  // batch 0: images 0 and 1
       REQUIRE_THROWS_WITH(epoch.next(), Contains("img_002.png") && Contains("not a supported image"));
+      CHECK(thread_count() == before);  // the failure already joined the workers
     }
+    CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 10.0);
   }
 }
 
@@ -143,10 +167,15 @@ TEST_CASE("An exception in a user transform stops the epoch, naming the file",
   ImageFolder folder(dir.path());
   ImageLoader loader(folder, std::make_shared<ThrowingTransform>(),
                      LoaderOptions().batch_size(4).shuffle(false).workers(2));
+  const int before = thread_count();
+  const auto start = std::chrono::steady_clock::now();
   auto run = [&] { run_epoch(loader, 0); };
   REQUIRE_THROWS_WITH(run(), Contains("img_003.png") && Contains("user transform exploded"));
   // The loader is usable again afterwards.
   CHECK_THROWS(run());
+  // No deadlock and no leaked worker (CTest's timeout is the hard limit if it ever hangs).
+  CHECK(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() < 10.0);
+  CHECK(thread_count() == before);
 }
 
 TEST_CASE("Leaving an epoch early joins the workers promptly and leaks no thread",

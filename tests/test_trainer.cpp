@@ -6,6 +6,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
+#include <tuple>
 
 #include "sedensenet/nn.hpp"
 #include "sedensenet/train.hpp"
@@ -169,6 +171,76 @@ TEST_CASE("An interrupted and resumed run ends with the weights of an uninterrup
   auto last_a = load_last(dir / "straight" / "last.pt");
   auto last_b = load_last(dir / "interrupted" / "last.pt");
   CHECK(same_parameters(*last_a, *last_b));
+}
+
+TEST_CASE("A run stopped in the middle of an epoch resumes at the next batch and ends as an uninterrupted one",
+          "[trainer][resume][interrupt]") {
+  test::TempDir dir;
+  test::make_image_tree(dir / "data", {"a", "b", "c"}, {12, 12, 12}, 12);
+  auto splits = data::ImageFolder::split(dir / "data");
+  auto transform = data::compose({std::make_shared<data::RandomCrop>(12, 2),
+                                  std::make_shared<data::RandomHorizontalFlip>(),
+                                  std::make_shared<data::ToTensor>()});
+  // Dropout, MixUp, augmentation and a per-batch schedule: everything that depends on the position.
+  auto options = TrainerOptions::recommended().epochs(2).threads(2).mixup_alpha(0.4).seed(5);
+  struct Stop {
+    int64_t epoch, batch;
+  };
+  auto run = [&](const fs::path& run_dir, std::optional<Stop> stop, bool resume) {
+    data::ImageLoader train_loader(splits.train, transform, data::LoaderOptions().batch_size(4).seed(3).workers(2));
+    data::ImageLoader test_loader(splits.test, std::make_shared<data::ToTensor>(),
+                                  data::LoaderOptions().batch_size(8).shuffle(false));
+    ImageLoaderSource train(train_loader), test(test_loader);
+    torch::manual_seed(77);
+    auto net = tiny_net(3, /*drop=*/0.2);
+    Trainer trainer(net, TrainerOptions(options).run_dir(run_dir.string()));
+    if (resume) trainer.resume(run_dir);
+    std::vector<int64_t> batches_seen;
+    trainer.on_batch_end([&, stop](const BatchEvent& e) {
+      batches_seen.push_back(e.batch);
+      if (stop && e.epoch == stop->epoch && e.batch == stop->batch) trainer.request_stop();
+    });
+    auto result = trainer.fit(train, &test);
+    return std::make_tuple(net, result, batches_seen, trainer.completed_epochs(), trainer.batches_into_epoch());
+  };
+  auto [straight, straight_result, straight_batches, e0, b0] = run(dir / "straight", std::nullopt, false);
+  const auto per_epoch = static_cast<int64_t>(straight_batches.size()) / 2;
+  REQUIRE(per_epoch >= 5);
+
+  // Stopped after batch 3 of epoch 2: last.pt records epoch 1 plus 3 batches.
+  auto [first, first_result, first_batches, epochs_done, batches_done] = run(dir / "cut", Stop{2, 3}, false);
+  CHECK(first_result.interrupted);
+  CHECK(epochs_done == 1);
+  CHECK(batches_done == 3);
+  CHECK(static_cast<int64_t>(first_batches.size()) == per_epoch + 3);
+  CHECK(first_result.history.epochs().size() == 1);
+
+  // Resumed: batches 4, 5, ... of epoch 2, then the same end state as the uninterrupted run.
+  auto [resumed, resumed_result, resumed_batches, e2, b2] = run(dir / "cut", std::nullopt, true);
+  REQUIRE(static_cast<int64_t>(resumed_batches.size()) == per_epoch - 3);
+  CHECK(resumed_batches.front() == 4);
+  CHECK(resumed_batches.back() == per_epoch);
+  CHECK_FALSE(resumed_result.interrupted);
+  CHECK(b2 == 0);
+  REQUIRE(resumed_result.history.epochs().size() == 2);
+  for (size_t i = 0; i < 2; ++i) {
+    // The interrupted epoch's metrics include the batches before the stop.
+    CHECK(resumed_result.history.epochs()[i].train_loss == straight_result.history.epochs()[i].train_loss);
+    CHECK(resumed_result.history.epochs()[i].train_accuracy == straight_result.history.epochs()[i].train_accuracy);
+    CHECK(resumed_result.history.epochs()[i].test_accuracy == straight_result.history.epochs()[i].test_accuracy);
+  }
+  CHECK(same_parameters(*resumed, *straight));
+
+  // Stopping inside the first epoch works too (no best.pt yet).
+  auto [early, early_result, early_batches, e3, b3] = run(dir / "early", Stop{1, 2}, false);
+  CHECK(early_result.interrupted);
+  CHECK(e3 == 0);
+  CHECK(b3 == 2);
+  CHECK(fs::exists(dir / "early" / "last.pt"));
+  CHECK_FALSE(fs::exists(dir / "early" / "best.pt"));
+  auto [late, late_result, late_batches, e4, b4] = run(dir / "early", std::nullopt, true);
+  CHECK(static_cast<int64_t>(late_batches.size()) == 2 * per_epoch - 2);
+  CHECK(same_parameters(*late, *straight));
 }
 
 TEST_CASE("A NaN loss stops the run naming the epoch and batch and last.pt keeps the last good state",
@@ -364,5 +436,7 @@ TEST_CASE("Resume refuses a folder without a checkpoint and a damaged checkpoint
   std::ofstream(dir / "last.pt") << "not a checkpoint";
   REQUIRE_THROWS_WITH(trainer.resume(dir.path()), Contains("is not a readable checkpoint"));
   REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"epochz", 3}}), Contains("unknown key 'epochz'"));
-  REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"epochs", "three"}}), Contains("'epochs' has the wrong type"));
+  REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"epochs", "three"}}), Contains("'epochs' must be an integer, got \"three\""));
+  REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"epochs", 3e20}}), Contains("'epochs' must be an integer"));
+  REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"threads", int64_t{1} << 40}}), Contains("'threads' is out of range"));
 }

@@ -6,11 +6,14 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -112,6 +115,7 @@ struct TrainArgs {
   uint64_t seed = 0;
   bool cache = false;
   std::string bad_files = "skip";
+  std::string init_weights;
   double train_fraction = 0.8;
   uint64_t split_seed = 0;
 };
@@ -174,6 +178,10 @@ void add_train(CLI::App& app, TrainArgs& a) {
       ->check(CLI::Range(0.01, 0.99))
       ->capture_default_str();
   t->add_option("--split-seed", a.split_seed, "seed of that split");
+  t->add_option("--init-weights", a.init_weights,
+                "start from these weights: a PyTorch state dict file (torchvision's, the reference's, "
+                "this library's) or a run's best.pt; what does not fit (SE blocks, another classifier) "
+                "stays as initialised and is listed");
 }
 
 json train_args_json(const TrainArgs& a, const sedensenet::TrainerOptions& o) {
@@ -192,7 +200,8 @@ json train_args_json(const TrainArgs& a, const sedensenet::TrainerOptions& o) {
           {"memory", a.memory},       {"se_reduction", a.se_reduction},
           {"drop_rate", a.drop_rate}, {"seed", a.seed},
           {"cache", a.cache},         {"bad_files", a.bad_files},
-          {"train_fraction", a.train_fraction}, {"split_seed", a.split_seed}};
+          {"train_fraction", a.train_fraction}, {"split_seed", a.split_seed},
+          {"init_weights", a.init_weights}};
 }
 
 data::TransformPtr train_transform(const std::string& augment, int64_t size,
@@ -211,11 +220,28 @@ data::TransformPtr train_transform(const std::string& augment, int64_t size,
   return data::compose(steps);
 }
 
+/// A weights file that is missing, truncated, corrupted or not a PyTorch archive: one message
+/// naming it, before deciding whether it is a run checkpoint or a state dict.
+void check_weights_file(const std::string& path) {
+  if (!fs::exists(path)) throw UsageError("weights file " + path + " not found");
+  sedensenet::io::read_verified_archive(path);
+}
+
 std::atomic<sedensenet::Trainer*> g_trainer{nullptr};
 std::atomic<int> g_signal{0};
 
+/// SIGINT / SIGTERM during training: the first asks the trainer to stop after the current batch
+/// (it then writes last.pt); a second one ends the process at once (last.pt and best.pt are
+/// written atomically, so the previous ones stay intact).
 extern "C" void on_signal(int signal) {
-  g_signal = signal;
+  if (g_signal.exchange(signal) != 0) {
+    static const char message[] = "\nsecond interrupt: stopping now without saving\n";
+    [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
+    ::_exit(128 + signal);
+  }
+  static const char message[] =
+      "\ninterrupt: finishing the current batch and saving last.pt (interrupt again to quit now)\n";
+  [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
   if (auto* trainer = g_trainer.load()) trainer->request_stop();
 }
 
@@ -306,6 +332,25 @@ int run_train(CLI::App* command, TrainArgs& a) {
   sedensenet::DenseNet net(model_options);
   std::cout << sedensenet::summary(net, {3, a.image_size, a.image_size}) << std::flush;
 
+  if (!a.init_weights.empty() && a.resume.empty()) {
+    check_weights_file(a.init_weights);
+    sedensenet::io::LoadReport report;
+    if (sedensenet::io::is_trainer_checkpoint(a.init_weights)) {
+      auto trained = sedensenet::io::load_trained_model(a.init_weights);
+      std::map<std::string, torch::Tensor> tensors;
+      for (const auto& p : trained.model->named_parameters()) tensors[p.key()] = p.value();
+      for (const auto& b : trained.model->named_buffers()) tensors[b.key()] = b.value();
+      report = sedensenet::io::load_state_dict(*net, tensors, a.init_weights,
+                                               sedensenet::io::LoadOptions().strict(false));
+    } else {
+      report = sedensenet::io::load_state_dict(*net, a.init_weights, sedensenet::io::LoadOptions().strict(false));
+    }
+    if (report.loaded_tensors() == 0) {
+      throw UsageError(a.init_weights + ": none of its tensors fit the model (" + report.to_string(5) +
+                       "); is --preset the architecture it was trained with?");
+    }
+    fmt::print("initial weights from {}: {}\n", a.init_weights, report.to_string(8));
+  }
   sedensenet::Trainer trainer(net, options);
   trainer.set_class_names(classes);
   trainer.set_metadata(sedensenet::io::densenet_metadata(
@@ -337,8 +382,15 @@ int run_train(CLI::App* command, TrainArgs& a) {
     }
   }
   if (result.interrupted) {
-    fmt::print("\ninterrupted: {} holds epoch {}. Continue with:\n  sedensenet train --resume {}\n",
-               (fs::path(a.run_dir) / "last.pt").string(), trainer.completed_epochs(), a.run_dir);
+    const auto position =
+        trainer.batches_into_epoch() > 0
+            ? fmt::format("epoch {} and {} of {} batches of epoch {}", trainer.completed_epochs(),
+                          trainer.batches_into_epoch(), train_loader.batches_per_epoch(),
+                          trainer.completed_epochs() + 1)
+            : fmt::format("epoch {}", trainer.completed_epochs());
+    fmt::print("\ninterrupted: {} holds {}. Continue with:\n  sedensenet train --resume {}\n",
+               (fs::path(a.run_dir) / "last.pt").string(), position, a.run_dir);
+    std::fflush(stdout);
     const int signal = g_signal.load();
     return signal != 0 ? 128 + signal : 130;
   }
@@ -354,8 +406,52 @@ int run_train(CLI::App* command, TrainArgs& a) {
 // evaluate
 // ---------------------------------------------------------------------------------------------
 
-struct EvaluateArgs {
+/// Where a model for evaluate / predict comes from: a run's checkpoint (self-describing) or a
+/// Python state dict file plus the architecture given here.
+struct ModelSource {
   std::string weights;
+  std::string preset;
+  int64_t image_size = 0;
+  int64_t se_reduction = 16;
+  std::string se_gate = "sigmoid";
+  std::vector<std::string> class_names;
+
+  void add_options(CLI::App* command) {
+    command->add_option("--weights", weights, "best.pt or last.pt of a run folder, or a PyTorch "
+                        "state dict file (torch.save(model.state_dict()); then give --preset)")->required();
+    command->add_option("--preset", preset, "architecture of a PyTorch state dict file");
+    command->add_option("--image-size", image_size, "input size for a PyTorch state dict file (default: 32 CIFAR style, 224 ImageNet style)");
+    command->add_option("--se-reduction", se_reduction, "SE reduction of a PyTorch state dict file's model (0 = no SE, e.g. torchvision)")->capture_default_str();
+    command->add_option("--se-gate", se_gate, "SE gate of a PyTorch state dict file's model")
+        ->check(CLI::IsMember({"sigmoid", "scaled_sigmoid"}))->capture_default_str();
+    command->add_option("--class-names", class_names, "class names of a PyTorch state dict file's model, in label order")->delimiter(',');
+  }
+
+  sedensenet::io::TrainedModel load(const std::vector<std::string>& folder_classes = {}) const {
+    check_weights_file(weights);
+    if (sedensenet::io::is_trainer_checkpoint(weights)) return sedensenet::io::load_trained_model(weights);
+    if (preset.empty()) {
+      throw UsageError(weights + " is not a SEDenseNet checkpoint; for a PyTorch state dict file "
+                       "give its architecture with --preset (and --se-reduction 0 for torchvision)");
+    }
+    auto options = sedensenet::DenseNetOptions::preset(preset)
+                       .se_reduction(se_reduction)
+                       .se_gate(se_gate == "sigmoid" ? sedensenet::SEGate::sigmoid : sedensenet::SEGate::scaled_sigmoid)
+                       .num_classes(0);
+    sedensenet::io::InputSpec input;
+    input.size = image_size > 0 ? image_size : (options.small_inputs() ? 32 : 224);
+    auto classes = class_names.empty() ? folder_classes : class_names;
+    auto trained = sedensenet::io::load_state_dict_model(weights, options, input, classes);
+    if (!trained.classes.empty() && static_cast<int64_t>(trained.classes.size()) != trained.options.num_classes()) {
+      throw UsageError(weights + " has " + std::to_string(trained.options.num_classes()) +
+                       " classes but " + std::to_string(trained.classes.size()) + " class names were given");
+    }
+    return trained;
+  }
+};
+
+struct EvaluateArgs {
+  ModelSource model;
   std::string data_dir;
   int64_t batch_size = 64;
   int64_t workers = 0;
@@ -365,7 +461,6 @@ struct EvaluateArgs {
 
 int run_evaluate(const EvaluateArgs& a) {
   sedensenet::set_num_threads(a.threads);
-  auto trained = sedensenet::io::load_trained_model(a.weights);
   auto splits = [&] {
     try {
       return std::optional<data::ImageFolderSplits>(data::ImageFolder::split(a.data_dir));
@@ -375,9 +470,10 @@ int run_evaluate(const EvaluateArgs& a) {
   }();
   // train/ + test/ folders: evaluate the test side; otherwise every image of the folder.
   data::ImageFolder folder = splits && splits->predefined ? splits->test : data::ImageFolder(a.data_dir);
+  auto trained = a.model.load(folder.classes());
   // Map the folder's classes to the model's by name.
   if (!trained.classes.empty() && folder.classes() != trained.classes) {
-    throw UsageError("the classes of " + a.data_dir + " differ from the ones " + a.weights +
+    throw UsageError("the classes of " + a.data_dir + " differ from the ones " + a.model.weights +
                      " was trained on (" + std::to_string(trained.classes.size()) + " classes)");
   }
   folder.validate(false, static_cast<int>(a.workers));
@@ -412,7 +508,7 @@ int run_evaluate(const EvaluateArgs& a) {
 // ---------------------------------------------------------------------------------------------
 
 struct PredictArgs {
-  std::string weights;
+  ModelSource model;
   std::vector<std::string> inputs;
   int64_t top_k = 3;
   bool as_json = false;
@@ -422,7 +518,7 @@ struct PredictArgs {
 
 int run_predict(const PredictArgs& a) {
   sedensenet::set_num_threads(a.threads);
-  auto trained = sedensenet::io::load_trained_model(a.weights);
+  auto trained = a.model.load();
   std::vector<fs::path> files;
   for (const auto& input : a.inputs) {
     if (fs::is_directory(input)) {
@@ -535,7 +631,7 @@ int main(int argc, char** argv) {
 
   EvaluateArgs eval_args;
   auto* evaluate = app.add_subcommand("evaluate", "metrics and confusion matrix of trained weights on an image folder");
-  evaluate->add_option("--weights", eval_args.weights, "best.pt or last.pt of a run folder")->required();
+  eval_args.model.add_options(evaluate);
   evaluate->add_option("data", eval_args.data_dir, "image folder (its test/ or val/ side if it has train/ and test/)")->required();
   evaluate->add_option("--batch-size", eval_args.batch_size, "images per batch")->check(CLI::PositiveNumber);
   evaluate->add_option("--workers", eval_args.workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
@@ -544,7 +640,7 @@ int main(int argc, char** argv) {
 
   PredictArgs predict_args;
   auto* predict = app.add_subcommand("predict", "top-k classes for image files or folders");
-  predict->add_option("--weights", predict_args.weights, "best.pt or last.pt of a run folder")->required();
+  predict_args.model.add_options(predict);
   predict->add_option("inputs", predict_args.inputs, "image files and/or folders (searched recursively)")->required();
   predict->add_option("--top-k", predict_args.top_k, "classes to show per image")->check(CLI::PositiveNumber);
   predict->add_flag("--json", predict_args.as_json, "print JSON instead of text");
@@ -572,6 +668,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
+  std::signal(SIGXFSZ, SIG_IGN);
   try {
     if (app.got_subcommand("train")) return run_train(app.get_subcommand("train"), train_args);
     if (app.got_subcommand("evaluate")) return run_evaluate(eval_args);

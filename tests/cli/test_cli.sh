@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # End-to-end test of the sedensenet tool on a small real image folder (Fashion-MNIST subset):
 # train, resume, config files, evaluate, predict, info, --help, and bad input.
-#   test_cli.sh SEDENSENET DATA_DIR WORK_DIR
+#   test_cli.sh SEDENSENET DATA_DIR WORK_DIR TORCHVISION_WEIGHTS
 set -uo pipefail
 tool=$1
 data=$2
 work=$3
+torchvision_weights=$4
 rm -rf "$work"
 mkdir -p "$work"
 failures=0
@@ -42,7 +43,7 @@ expect_error "invalid value" "epochs" "$tool" train "$data" --epochs 0
 expect_error "missing folder" "does not exist" "$tool" train "$work/nowhere" "${common[@]}"
 expect_error "missing weights" "not found" "$tool" predict --weights "$work/none.pt" "$data"
 echo "not a checkpoint" > "$work/fake.pt"
-expect_error "corrupt weights" "not a SEDenseNet checkpoint" "$tool" evaluate --weights "$work/fake.pt" "$data"
+expect_error "corrupt weights" "fake.pt: not a PyTorch archive" "$tool" evaluate --weights "$work/fake.pt" "$data"
 
 # train: two epochs, every file of the run folder.
 expect_ok "train" "$tool" train "$data" "${common[@]}" --epochs 2 --run-dir "$work/run"
@@ -109,6 +110,22 @@ echo "garbage" > "$work/dirty/train/Bag/zz_broken.png"
 expect_ok "train with a bad file (skip)" "$tool" train "$work/dirty" "${common[@]}" --epochs 1 --run-dir "$work/run3"
 contains "$work/out.txt" "zz_broken.png"
 expect_error "train with a bad file (error)" "zz_broken.png" "$tool" train "$work/dirty" "${common[@]}" --epochs 1 --bad-files error --run-dir "$work/run4"
+
+# PyTorch state dict files: warm start, evaluate and predict with a given architecture.
+expect_ok "train --init-weights" "$tool" train "$data" --preset densenet121 --image-size 32 --batch-size 32 \
+  --threads 2 --workers 2 --epochs 1 --init-weights "$torchvision_weights" --run-dir "$work/run5"
+contains "$work/out.txt" "initial weights from"
+contains "$work/out.txt" "116 missing from the file"
+expect_ok "predict with a torchvision file" "$tool" predict --weights "$torchvision_weights" \
+  --preset densenet121 --se-reduction 0 --image-size 32 --threads 2 "$img" --json
+python3 -c "import json,sys; r=json.load(open('$work/out.txt')); assert len(r[0]['top'])==3" \
+  || fail "predict with a torchvision file: JSON"
+expect_error "evaluate: class count mismatch" "1000 classes but 10 class names" "$tool" evaluate \
+  --weights "$torchvision_weights" --preset densenet121 --se-reduction 0 --image-size 32 "$data"
+expect_error "state dict without --preset" "give its architecture with --preset" "$tool" predict \
+  --weights "$torchvision_weights" "$img"
+expect_error "init weights that fit nothing" "none of its tensors fit" "$tool" train "$data" \
+  "${common[@]}" --init-weights "$torchvision_weights" --run-dir "$work/run6"
 
 if [ $failures -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
 echo "all CLI checks passed"

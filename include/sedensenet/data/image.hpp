@@ -12,7 +12,9 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -104,6 +106,13 @@ inline uint32_t read_le(const uint8_t* p, int bytes) {
 /// Decoders read zeros past the end of the data rather than fail on some formats; these checks
 /// turn a cut-off file into an error instead of an image with a grey or black tail.
 /// Returns an empty string when the data is complete, else the reason.
+/// A byte or pixel count computed in double (exact below 2^53), as an integer string.
+inline std::string format_count(double count) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.0f", count);
+  return text;
+}
+
 inline std::string truncation_problem(ImageFormat format, const uint8_t* data, size_t size) {
   switch (format) {
     case ImageFormat::jpeg: {
@@ -143,11 +152,12 @@ inline std::string truncation_problem(ImageFormat format, const uint8_t* data, s
       const uint32_t bpp = read_le(data + 28, 2);
       const uint32_t compression = read_le(data + 30, 4);
       if (compression == 0 || compression == 3) {  // uncompressed (BI_RGB, BI_BITFIELDS)
-        const int64_t row = ((width * bpp + 31) / 32) * 4;
-        const int64_t expected = offset + row * height;
-        if (static_cast<int64_t>(size) < expected) {
+        // In double: a hostile header's width * bpp * height overflows 64-bit integers.
+        const double row = std::floor((static_cast<double>(width) * bpp + 31) / 32) * 4;
+        const double expected = offset + row * static_cast<double>(height);
+        if (static_cast<double>(size) < expected) {
           return "truncated BMP (" + std::to_string(size) + " bytes, the header promises " +
-                 std::to_string(expected) + ")";
+                 format_count(expected) + ")";
         }
       }
       return "";
@@ -165,16 +175,20 @@ inline std::string truncation_problem(ImageFormat format, const uint8_t* data, s
             ++i;
           }
         }
-        while (i < size && std::isdigit(data[i])) fields[f] = fields[f] * 10 + (data[i++] - '0');
+        while (i < size && std::isdigit(data[i])) {
+          if (fields[f] > (int64_t{1} << 31)) return "corrupt PNM header: a size larger than 2^31";
+          fields[f] = fields[f] * 10 + (data[i++] - '0');
+        }
       }
       ++i;  // the single whitespace before the pixels
       const int64_t channels = data[1] == '6' ? 3 : 1;
       const int64_t bytes_per_sample = fields[2] > 255 ? 2 : 1;
-      const int64_t expected =
-          static_cast<int64_t>(i) + fields[0] * fields[1] * channels * bytes_per_sample;
-      if (static_cast<int64_t>(size) < expected) {
+      const double expected = static_cast<double>(i) + static_cast<double>(fields[0]) *
+                                                           static_cast<double>(fields[1]) *
+                                                           channels * bytes_per_sample;
+      if (static_cast<double>(size) < expected) {
         return "truncated PNM (" + std::to_string(size) + " bytes, the header promises " +
-               std::to_string(expected) + ")";
+               format_count(expected) + ")";
       }
       return "";
     }
@@ -216,10 +230,12 @@ inline ImageHeader read_header(const uint8_t* data, size_t size, const std::stri
   ImageHeader header;
   header.format = detail::sniff_format(data, size, source);
   auto check_pixels = [&](int64_t width, int64_t height) {
-    if (width * height > options.max_pixels()) {
+    // Headers declare up to 2^32 - 1 per side: the product can overflow int64 (found by fuzzing),
+    // so compare in floating point, which is exact enough for a limit check.
+    const double pixels = static_cast<double>(width) * static_cast<double>(height);
+    if (pixels > static_cast<double>(options.max_pixels())) {
       throw ImageError(source, "image is " + std::to_string(width) + "x" + std::to_string(height) +
-                                   " = " + std::to_string(width * height) +
-                                   " pixels, above the limit of " +
+                                   " = " + detail::format_count(pixels) + " pixels, above the limit of " +
                                    std::to_string(options.max_pixels()) +
                                    " (DecodeOptions::max_pixels, a guard against decompression "
                                    "bombs); raise the limit if you trust the file");
@@ -270,6 +286,7 @@ inline torch::Tensor decode_image(const uint8_t* data, size_t size, const std::s
   const auto header = read_header(data, size, source, options);
   const auto truncated = detail::truncation_problem(header.format, data, size);
   if (!truncated.empty()) throw ImageError(source, truncated);
+
   auto decoded = codec::stb_decode(data, size);
   if (!decoded.ok) {
     throw ImageError(source, std::string("corrupt ") + to_string(header.format) + " data: " +

@@ -91,7 +91,9 @@ class ImageLoader {
   class Epoch;
 
   /// Starts epoch `index`: workers begin preparing batches at once. One epoch at a time.
-  Epoch epoch(int64_t index);
+  /// `first_batch` > 0 starts in the middle of the epoch (resuming a run): the batches are those
+  /// the whole epoch would give from that point, and the ones before it are not prepared.
+  Epoch epoch(int64_t index, int64_t first_batch = 0);
 
   /// Batches an epoch yields (before any file is found unusable).
   int64_t batches_per_epoch() const {
@@ -178,7 +180,9 @@ class ImageLoader {
 /// while an exception propagates) stops and joins the workers.
 class ImageLoader::Epoch {
  public:
-  Epoch(ImageLoader& loader, int64_t index) : loader_(&loader), index_(index) {
+  Epoch(ImageLoader& loader, int64_t index, int64_t first_batch = 0)
+      : loader_(&loader), index_(index) {
+    TORCH_CHECK(first_batch >= 0, "ImageLoader::epoch: first_batch must be >= 0, got ", first_batch);
     TORCH_CHECK(!loader.epoch_running_, "ImageLoader: an epoch is already running; finish or "
                 "destroy it before starting the next");
     loader.epoch_running_ = true;
@@ -202,6 +206,7 @@ class ImageLoader::Epoch {
       plan_.emplace_back(usable.begin() + static_cast<long>(start),
                          usable.begin() + static_cast<long>(end));
     }
+    consumed_ = next_batch_ = std::min(plan_.size(), static_cast<size_t>(first_batch));
     capacity_ = static_cast<size_t>(loader.worker_count() * options.prefetch());
     for (int64_t w = 0; w < loader.worker_count(); ++w) workers_.emplace_back([this] { work(); });
   }
@@ -384,6 +389,8 @@ class ImageLoader::Epoch {
   bool stopping_ = false;
 };
 
-inline ImageLoader::Epoch ImageLoader::epoch(int64_t index) { return Epoch(*this, index); }
+inline ImageLoader::Epoch ImageLoader::epoch(int64_t index, int64_t first_batch) {
+  return Epoch(*this, index, first_batch);
+}
 
 }  // namespace sedensenet::data

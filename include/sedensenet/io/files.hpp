@@ -3,15 +3,19 @@
 /// File writing that never leaves a half-written file behind.
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace sedensenet::io {
 
@@ -21,6 +25,28 @@ class FileError : public std::runtime_error {
   FileError(const std::filesystem::path& path, const std::string& what)
       : std::runtime_error(path.string() + ": " + what) {}
 };
+
+namespace detail {
+
+/// Fault injection for the crash-safety tests (tests/reliability): with the environment variable
+/// SEDENSENET_FAULT_KILL_MID_WRITE=<file name>[:<n>], the process kills itself (SIGKILL) halfway
+/// through the n-th (default: first) atomic write of a file with that name, as a power cut or
+/// the OOM killer could. Unset, it costs one getenv per process.
+inline void maybe_kill_mid_write(const std::filesystem::path& path) {
+  static const auto rule = []() -> std::pair<std::string, long> {
+    const char* value = std::getenv("SEDENSENET_FAULT_KILL_MID_WRITE");
+    if (value == nullptr || *value == 0) return {"", 0};
+    std::string text(value);
+    const auto colon = text.rfind(':');
+    if (colon == std::string::npos) return {text, 1};
+    return {text.substr(0, colon), std::atol(text.c_str() + colon + 1)};
+  }();
+  if (rule.first.empty() || path.filename() != rule.first) return;
+  static std::atomic<long> seen{0};
+  if (++seen == rule.second) ::kill(::getpid(), SIGKILL);
+}
+
+}  // namespace detail
 
 /// Writes `size` bytes to `path` atomically: a temporary file in the same folder is written,
 /// flushed to disk (fsync) and renamed over `path`, then the folder is synced. Readers see the old
@@ -42,8 +68,15 @@ inline void write_file_atomically(const std::filesystem::path& path, const void*
   };
   const auto* bytes = static_cast<const char*>(data);
   size_t written = 0;
+  const size_t half = size / 2;  // written in two parts, so that a fault can land between them
+  bool injected = false;
   while (written < size) {
-    const ssize_t n = ::write(fd, bytes + written, size - written);
+    if (!injected && written == half) {
+      injected = true;
+      detail::maybe_kill_mid_write(path);
+    }
+    const size_t part = written < half ? half - written : size - written;
+    const ssize_t n = ::write(fd, bytes + written, part);
     if (n < 0) {
       if (errno == EINTR) continue;
       fail("writing");
@@ -66,6 +99,26 @@ inline void write_file_atomically(const std::filesystem::path& path, const void*
     ::fsync(dir);
     ::close(dir);
   }
+}
+
+/// Removes the temporary files `write_file_atomically` leaves in `folder` when a process is killed
+/// in the middle of a write (.<name>.tmp-<pid>, from processes other than this one). The files
+/// they were replacing are intact. Returns how many were removed.
+inline int remove_stale_temporaries(const std::filesystem::path& folder) {
+  const std::string mine = ".tmp-" + std::to_string(::getpid());
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(folder, ec)) {
+    const auto name = entry.path().filename().string();
+    const auto mark = name.rfind(".tmp-");
+    if (name.size() < 2 || name[0] != '.' || mark == std::string::npos ||
+        name.find_first_not_of("0123456789", mark + 5) != std::string::npos ||
+        name.compare(mark, std::string::npos, mine) == 0) {
+      continue;
+    }
+    if (std::filesystem::remove(entry.path(), ec)) ++removed;
+  }
+  return removed;
 }
 
 inline void write_file_atomically(const std::filesystem::path& path, const std::string& text) {

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "sedensenet/util/json.hpp"
 #include "sedensenet/nn/options.hpp"
 
 namespace sedensenet::io {
@@ -29,16 +30,16 @@ inline DenseNetOptions densenet_options_from_json(const nlohmann::json& j,
   TORCH_CHECK(j.is_object(), "model config: expected a JSON object");
   for (const auto& [key, value] : j.items()) {
     try {
-      if (key == "growth_rate") o.growth_rate(value.get<int64_t>());
-      else if (key == "block_config") o.block_config(value.get<std::vector<int64_t>>());
-      else if (key == "num_init_features") o.num_init_features(value.get<int64_t>());
+      if (key == "growth_rate") o.growth_rate(util::json_integer<int64_t>(value, "model config '" + key + "'"));
+      else if (key == "block_config") o.block_config(util::json_integers<int64_t>(value, "model config '" + key + "'"));
+      else if (key == "num_init_features") o.num_init_features(util::json_integer<int64_t>(value, "model config '" + key + "'"));
       else if (key == "compression") o.compression(value.get<double>());
-      else if (key == "bn_size") o.bn_size(value.get<int64_t>());
+      else if (key == "bn_size") o.bn_size(util::json_integer<int64_t>(value, "model config '" + key + "'"));
       else if (key == "drop_rate") o.drop_rate(value.get<double>());
-      else if (key == "num_classes") o.num_classes(value.get<int64_t>());
+      else if (key == "num_classes") o.num_classes(util::json_integer<int64_t>(value, "model config '" + key + "'"));
       else if (key == "small_inputs") o.small_inputs(value.get<bool>());
-      else if (key == "se_reduction") o.se_reduction(value.get<int64_t>());
-      else if (key == "se_min_hidden") o.se_min_hidden(value.get<int64_t>());
+      else if (key == "se_reduction") o.se_reduction(util::json_integer<int64_t>(value, "model config '" + key + "'"));
+      else if (key == "se_min_hidden") o.se_min_hidden(util::json_integer<int64_t>(value, "model config '" + key + "'"));
       else if (key == "se_gate") {
         const auto gate = value.get<std::string>();
         TORCH_CHECK(gate == "sigmoid" || gate == "scaled_sigmoid", "model config: se_gate must be "

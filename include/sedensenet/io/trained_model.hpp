@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "sedensenet/util/json.hpp"
 #include "sedensenet/data/transforms.hpp"
 #include "sedensenet/io/archive.hpp"
 #include "sedensenet/io/model_config.hpp"
@@ -30,7 +31,7 @@ struct InputSpec {
   nlohmann::json to_json() const { return {{"size", size}, {"mean", mean}, {"std", std}}; }
   static InputSpec from_json(const nlohmann::json& j) {
     InputSpec s;
-    s.size = j.at("size").get<int64_t>();
+    s.size = util::json_integer<int64_t>(j.at("size"), "input spec 'size'");
     s.mean = j.at("mean").get<std::vector<double>>();
     s.std = j.at("std").get<std::vector<double>>();
     return s;

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "sedensenet/util/json.hpp"
 #include "sedensenet/util/svg.hpp"
 
 namespace sedensenet {
@@ -46,7 +47,7 @@ struct EpochMetrics {
       return j.contains(key) && !j.at(key).is_null() ? j.at(key).get<double>() : NAN;
     };
     EpochMetrics m;
-    m.epoch = j.at("epoch").get<int64_t>();
+    m.epoch = util::json_integer<int64_t>(j.at("epoch"), "history 'epoch'");
     m.train_loss = number("train_loss");
     m.train_accuracy = number("train_accuracy");
     m.train_top5 = number("train_top5");

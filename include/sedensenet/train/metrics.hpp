@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "sedensenet/util/json.hpp"
+
 namespace sedensenet {
 
 /// Accumulates loss and top-1 / top-5 accuracy over batches.
@@ -35,6 +37,19 @@ class RunningMetrics {
   double loss() const { return count_ ? loss_sum_ / static_cast<double>(count_) : 0.0; }
   double accuracy() const { return count_ ? static_cast<double>(correct1_) / count_ : 0.0; }
   double top5() const { return count_ ? static_cast<double>(correct5_) / count_ : 0.0; }
+
+  /// The sums so far (for a checkpoint taken in the middle of an epoch); JSON keeps doubles exact.
+  nlohmann::json to_json() const {
+    return {{"count", count_}, {"correct1", correct1_}, {"correct5", correct5_}, {"loss_sum", loss_sum_}};
+  }
+  static RunningMetrics from_json(const nlohmann::json& j) {
+    RunningMetrics m;
+    m.count_ = util::json_integer<int64_t>(j.at("count"), "epoch metrics 'count'");
+    m.correct1_ = util::json_integer<int64_t>(j.at("correct1"), "epoch metrics 'correct1'");
+    m.correct5_ = util::json_integer<int64_t>(j.at("correct5"), "epoch metrics 'correct5'");
+    m.loss_sum_ = j.at("loss_sum").get<double>();
+    return m;
+  }
 
  private:
   int64_t count_ = 0, correct1_ = 0, correct5_ = 0;

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "sedensenet/util/json.hpp"
+
 namespace sedensenet {
 
 /// The optimizers `Trainer` builds.
@@ -249,7 +251,7 @@ struct TrainerOptions {
     auto& o = base;
     for (const auto& [key, value] : j.items()) {
       try {
-        if (key == "epochs") o.epochs(value.get<int64_t>());
+        if (key == "epochs") o.epochs(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
         else if (key == "optimizer") o.optimizer(optimizer_from_string(value.get<std::string>()));
         else if (key == "lr") o.lr(value.get<double>());
         else if (key == "momentum") o.momentum(value.get<double>());
@@ -257,12 +259,12 @@ struct TrainerOptions {
         else if (key == "weight_decay") o.weight_decay(value.get<double>());
         else if (key == "no_decay_norm_and_bias") o.no_decay_norm_and_bias(value.get<bool>());
         else if (key == "scheduler") o.scheduler(schedule_from_string(value.get<std::string>()));
-        else if (key == "step_size") o.step_size(value.get<int64_t>());
+        else if (key == "step_size") o.step_size(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
         else if (key == "gamma") o.gamma(value.get<double>());
-        else if (key == "milestones") o.milestones(value.get<std::vector<int64_t>>());
+        else if (key == "milestones") o.milestones(util::json_integers<int64_t>(value, "TrainerOptions '" + key + "'"));
         else if (key == "warmup_epochs") o.warmup_epochs(value.get<double>());
         else if (key == "min_lr") o.min_lr(value.get<double>());
-        else if (key == "plateau_patience") o.plateau_patience(value.get<int64_t>());
+        else if (key == "plateau_patience") o.plateau_patience(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
         else if (key == "plateau_factor") o.plateau_factor(value.get<double>());
         else if (key == "onecycle_pct_start") o.onecycle_pct_start(value.get<double>());
         else if (key == "onecycle_div_factor") o.onecycle_div_factor(value.get<double>());
@@ -271,11 +273,11 @@ struct TrainerOptions {
         else if (key == "grad_clip_norm") o.grad_clip_norm(value.get<double>());
         else if (key == "mixup_alpha") o.mixup_alpha(value.get<double>());
         else if (key == "cutmix_alpha") o.cutmix_alpha(value.get<double>());
-        else if (key == "early_stopping_patience") o.early_stopping_patience(value.get<int64_t>());
+        else if (key == "early_stopping_patience") o.early_stopping_patience(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
         else if (key == "device") o.device(value.get<std::string>());
-        else if (key == "threads") o.threads(value.get<int>());
+        else if (key == "threads") o.threads(util::json_integer<int>(value, "TrainerOptions '" + key + "'"));
         else if (key == "bf16") o.bf16(value.get<bool>());
-        else if (key == "seed") o.seed(value.get<uint64_t>());
+        else if (key == "seed") o.seed(util::json_integer<uint64_t>(value, "TrainerOptions '" + key + "'"));
         else if (key == "run_dir") o.run_dir(value.get<std::string>());
         else TORCH_CHECK(false, "trainer options: unknown key '", key, "'");
       } catch (const nlohmann::json::exception&) {

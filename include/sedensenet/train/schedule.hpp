@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "sedensenet/util/json.hpp"
 #include "sedensenet/train/options.hpp"
 
 namespace sedensenet {
@@ -79,7 +80,7 @@ class LearningRateSchedule {
   void from_json(const nlohmann::json& j) {
     plateau_lr_ = j.at("plateau_lr").get<double>();
     best_ = j.at("best").get<double>();
-    bad_epochs_ = j.at("bad_epochs").get<int64_t>();
+    bad_epochs_ = util::json_integer<int64_t>(j.at("bad_epochs"), "schedule state 'bad_epochs'");
   }
 
  private:

@@ -23,13 +23,16 @@
 #include <utility>
 #include <vector>
 
+#include "sedensenet/util/json.hpp"
 #include "sedensenet/data/loader.hpp"
 #include "sedensenet/data/rng.hpp"
+#include "sedensenet/io/archive.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/train/history.hpp"
 #include "sedensenet/train/metrics.hpp"
 #include "sedensenet/train/options.hpp"
 #include "sedensenet/train/schedule.hpp"
+#include "sedensenet/util/errors.hpp"
 #include "sedensenet/util/svg.hpp"
 #include "sedensenet/util/threads.hpp"
 
@@ -50,6 +53,15 @@ class BatchSource {
   /// Calls `fn` with each batch of epoch `epoch` (0-based), in order; stops early if it returns
   /// false.
   virtual void for_each(int64_t epoch, const std::function<bool(const data::Batch&)>& fn) = 0;
+  /// Like `for_each`, starting at batch `first_batch` (0-based) of the epoch: how a run resumes
+  /// from a checkpoint taken in the middle of an epoch. The batches must be those `for_each`
+  /// would give from that point. The default reads and drops the first batches; sources that can
+  /// seek override it.
+  virtual void for_each_from(int64_t epoch, int64_t first_batch,
+                             const std::function<bool(const data::Batch&)>& fn) {
+    int64_t index = 0;
+    for_each(epoch, [&](const data::Batch& batch) { return index++ < first_batch || fn(batch); });
+  }
   /// Batches per epoch (for progress and the learning-rate schedule).
   virtual int64_t batches_per_epoch() const = 0;
 };
@@ -59,7 +71,11 @@ class ImageLoaderSource : public BatchSource {
  public:
   explicit ImageLoaderSource(data::ImageLoader& loader) : loader_(&loader) {}
   void for_each(int64_t epoch, const std::function<bool(const data::Batch&)>& fn) override {
-    auto pass = loader_->epoch(epoch);
+    for_each_from(epoch, 0, fn);
+  }
+  void for_each_from(int64_t epoch, int64_t first_batch,
+                     const std::function<bool(const data::Batch&)>& fn) override {
+    auto pass = loader_->epoch(epoch, first_batch);  // skipped batches are never decoded
     while (auto batch = pass.next()) {
       if (!fn(*batch)) break;
     }
@@ -193,10 +209,12 @@ class Trainer {
                 " not found (no completed epoch in that run folder?)");
     torch::serialize::InputArchive archive;
     try {
-      archive.load_from(path.string());
+      // Checked first: LibTorch's reader accepts damaged tensor data silently.
+      const auto bytes = io::read_verified_archive(path);
+      archive.load_from(bytes.data(), bytes.size());
     } catch (const std::exception& e) {
       TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint (",
-                  e.what(), ")");
+                  error_message(e), ")");
     }
     torch::serialize::InputArchive model_archive, optimizer_archive;
     archive.read("model", model_archive);
@@ -205,11 +223,14 @@ class Trainer {
     archive.read("optimizer", optimizer_archive);
     optimizer_->load(optimizer_archive);
     auto state = nlohmann::json::parse(read_string(archive, "state"));
-    start_epoch_ = state.at("epoch").get<int64_t>();
+    start_epoch_ = util::json_integer<int64_t>(state.at("epoch"), "checkpoint state 'epoch'");
+    // A checkpoint taken when the run was stopped in the middle of an epoch: continue from there.
+    batch_in_epoch_ = state.value("batch", int64_t{0});
+    partial_metrics_ = state.value("partial", nlohmann::json());
     history_ = History::from_json(state.at("history"));
-    best_epoch_ = state.at("best_epoch").get<int64_t>();
+    best_epoch_ = util::json_integer<int64_t>(state.at("best_epoch"), "checkpoint state 'best_epoch'");
     best_accuracy_ = state.at("best_accuracy").is_null() ? NAN : state.at("best_accuracy").get<double>();
-    epochs_without_improvement_ = state.at("epochs_without_improvement").get<int64_t>();
+    epochs_without_improvement_ = util::json_integer<int64_t>(state.at("epochs_without_improvement"), "checkpoint state 'epochs_without_improvement'");
     schedule_state_ = state.at("schedule");
     if (state.contains("metadata") && metadata_.is_null()) metadata_ = state.at("metadata");
     if (state.contains("classes") && class_names_.empty()) {
@@ -223,7 +244,13 @@ class Trainer {
       // model, take a copy, and put the current weights back.
       const auto current = serialize_model();
       torch::serialize::InputArchive best, best_model;
-      best.load_from((run_dir / "best.pt").string());
+      try {
+        const auto bytes = io::read_verified_archive(run_dir / "best.pt");
+        best.load_from(bytes.data(), bytes.size());
+      } catch (const std::exception& e) {
+        TORCH_CHECK(false, "cannot resume: ", (run_dir / "best.pt").string(), " is not a readable "
+                    "checkpoint (", error_message(e), "); move it away to resume without it");
+      }
       best.read("model", best_model);
       module_->load(best_model);
       best_bytes_ = serialize_model();
@@ -234,6 +261,9 @@ class Trainer {
 
   /// Epochs completed (after `resume`, the saved epoch).
   int64_t completed_epochs() const { return start_epoch_; }
+  /// Batches completed in the epoch after `completed_epochs()`: non-zero when the run was stopped
+  /// (`request_stop`) in the middle of an epoch, or resumed from such a checkpoint.
+  int64_t batches_into_epoch() const { return batch_in_epoch_; }
 
   /// Trains until `options.epochs()` epochs are complete (or early stopping, or request_stop()).
   /// `test` may be null (then the best model is the last one).
@@ -242,6 +272,7 @@ class Trainer {
     const auto run_dir = std::filesystem::path(options_.run_dir());
     if (!run_dir.empty()) {
       std::filesystem::create_directories(run_dir);
+      io::remove_stale_temporaries(run_dir);  // left by a process killed while writing
       write_config(run_dir);
     }
     if (resumed_) {
@@ -260,9 +291,16 @@ class Trainer {
       metrics.epoch = epoch + 1;
       const bool completed = train_epoch(train, epoch, schedule, metrics);
       if (!completed) {
+        // Stopped after a batch in the middle of the epoch: last.pt records the exact position
+        // (weights, optimizer, random state, the epoch's metrics so far), so that a resumed run
+        // continues with the next batch and ends as an uninterrupted one would.
         result.interrupted = true;
+        schedule_state_ = schedule.to_json();
+        if (!run_dir.empty()) write_checkpoint(run_dir / "last.pt", /*full=*/true);
         break;
       }
+      batch_in_epoch_ = 0;
+      partial_metrics_ = nullptr;
       if (test != nullptr) {
         auto evaluation = evaluate(*test);
         metrics.test_loss = evaluation.loss;
@@ -505,12 +543,19 @@ class Trainer {
     const auto started = std::chrono::steady_clock::now();
     const int64_t batches = train.batches_per_epoch();
     int64_t batch_index = 0;
+    if (batch_in_epoch_ > 0 && epoch == start_epoch_) {
+      // Resumed from a checkpoint taken in the middle of this epoch.
+      batch_index = batch_in_epoch_;
+      if (!partial_metrics_.is_null()) running = RunningMetrics::from_json(partial_metrics_);
+    }
+    const int64_t first_batch = batch_index;
+    const int64_t images_before = running.count();  // speed counts this session's images only
     double lr = schedule.at(epoch, 0);
     namespace F = torch::nn::functional;
     const auto ce = F::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing());
     bool stopped = false;
     int64_t classes = 0;
-    train.for_each(epoch, [&](const data::Batch& batch) {
+    train.for_each_from(epoch, first_batch, [&](const data::Batch& batch) {
       if (batch.labels.size(0) == 0) return true;
       lr = schedule.at(epoch, batch_index);
       set_lr(lr);
@@ -558,11 +603,14 @@ class Trainer {
         event.lr = lr;
         event.elapsed_seconds =
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-        event.images_per_second = static_cast<double>(running.count()) / event.elapsed_seconds;
+        event.images_per_second =
+            static_cast<double>(running.count() - images_before) / event.elapsed_seconds;
         for (auto& callback : batch_callbacks_) callback(event);
       }
-      if (stop_requested_) {
+      if (stop_requested_ && batch_index < batches) {
         stopped = true;
+        batch_in_epoch_ = batch_index;
+        partial_metrics_ = running.to_json();
         return false;
       }
       return true;
@@ -574,7 +622,7 @@ class Trainer {
     metrics.train_top5 = classes >= 5 ? running.top5() : NAN;
     metrics.lr = lr;
     metrics.train_images = running.count();
-    metrics.images_per_second = static_cast<double>(running.count()) / seconds;
+    metrics.images_per_second = static_cast<double>(running.count() - images_before) / seconds;
     return !stopped;
   }
 
@@ -596,6 +644,8 @@ class Trainer {
   nlohmann::json state_json() const {
     return {{"format", "sedensenet-checkpoint-1"},
             {"epoch", start_epoch_},
+            {"batch", batch_in_epoch_},
+            {"partial", partial_metrics_},
             {"history", history_.to_json()},
             {"best_epoch", best_epoch_},
             {"best_accuracy", std::isnan(best_accuracy_) ? nlohmann::json(nullptr)
@@ -689,6 +739,8 @@ class Trainer {
   int64_t epochs_without_improvement_ = 0;
   nlohmann::json schedule_state_;
   torch::Tensor rng_state_;
+  int64_t batch_in_epoch_ = 0;        // batches done in epoch start_epoch_ (a mid-epoch stop)
+  nlohmann::json partial_metrics_;     // that epoch's RunningMetrics so far
   std::string best_bytes_;  // serialized best weights
   bool resumed_ = false;
 };

@@ -1,0 +1,51 @@
+#pragma once
+/// \file
+/// Reading integers from JSON that may come from anywhere (config files, checkpoints).
+///
+/// nlohmann::json converts a floating-point value to an integer with a plain cast, which is
+/// undefined behaviour when the value is out of range (found by fuzzing: `"epochs": 3e20`) and
+/// silently truncates 2.5 to 2. These helpers accept only JSON integers that fit the type.
+
+#include <c10/util/Exception.h>
+#include <nlohmann/json.hpp>
+
+#include <limits>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+namespace sedensenet::util {
+
+/// `value` as integer type T; `what` names it in the error ("TrainerOptions: 'epochs'").
+template <typename T>
+T json_integer(const nlohmann::json& value, const std::string& what) {
+  static_assert(std::is_integral_v<T>, "json_integer reads integer types");
+  TORCH_CHECK(value.is_number_integer(), what, " must be an integer, got ", value.dump());
+  if (value.is_number_unsigned()) {
+    const auto v = value.get<uint64_t>();
+    TORCH_CHECK(v <= static_cast<uint64_t>(std::numeric_limits<T>::max()), what, " is out of range: ",
+                value.dump());
+    return static_cast<T>(v);
+  }
+  const auto v = value.get<int64_t>();
+  if constexpr (std::is_unsigned_v<T>) {
+    TORCH_CHECK(v >= 0, what, " must not be negative, got ", value.dump());
+    return static_cast<T>(v);
+  } else {
+    TORCH_CHECK(v >= static_cast<int64_t>(std::numeric_limits<T>::min()) &&
+                    v <= static_cast<int64_t>(std::numeric_limits<T>::max()),
+                what, " is out of range: ", value.dump());
+    return static_cast<T>(v);
+  }
+}
+
+/// A JSON array of integers.
+template <typename T>
+std::vector<T> json_integers(const nlohmann::json& value, const std::string& what) {
+  TORCH_CHECK(value.is_array(), what, " must be an array of integers, got ", value.dump());
+  std::vector<T> out;
+  for (const auto& item : value) out.push_back(json_integer<T>(item, what));
+  return out;
+}
+
+}  // namespace sedensenet::util
