@@ -34,7 +34,9 @@ echo "== 3. Evaluate the best weights on the 10,000 test images"
 echo "== 4. Predict a few test images"
 images=()
 for class in Ankle_boot Bag Dress Sneaker Trouser; do
-  images+=("$(find "$DATA_DIR/test/$class" -name '*.png' | sort | head -1)")
+  # The first test image of the class (a glob, sorted: no `| head` that pipefail would trip on).
+  files=("$DATA_DIR/test/$class"/*.png)
+  images+=("${files[0]}")
 done
 "$tool" predict --weights "$RUN_DIR/best.pt" "${images[@]}"
 
