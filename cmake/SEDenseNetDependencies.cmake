@@ -57,3 +57,18 @@ else()
   set(SEDENSENET_WITH_CUDA OFF)
 endif()
 message(STATUS "SEDenseNet: LibTorch ${Torch_VERSION}, CUDA support: ${SEDENSENET_WITH_CUDA}")
+
+# Distributed training (sedensenet/distributed.hpp) includes LibTorch's c10d headers, which
+# include Gloo's (Debian: libgloo-dev; LibTorch's own archives ship them). Without them the
+# library still builds; the tool's --nproc, the distributed tests and benchmark are left out.
+find_path(SEDENSENET_GLOO_INCLUDE_DIR gloo/algorithm.h
+  HINTS ${SEDENSENET_EXTRA_INCLUDE_DIRS} ${TORCH_INCLUDE_DIRS}
+  DOC "folder that contains gloo/algorithm.h (Debian: libgloo-dev)")
+if(SEDENSENET_GLOO_INCLUDE_DIR)
+  set(SEDENSENET_WITH_DISTRIBUTED ON)
+else()
+  set(SEDENSENET_WITH_DISTRIBUTED OFF)
+  message(WARNING "SEDenseNet: Gloo headers not found (apt-get install libgloo-dev): distributed "
+                  "training (--nproc, tests, benchmark) is not built")
+endif()
+message(STATUS "SEDenseNet: distributed training (c10d/Gloo): ${SEDENSENET_WITH_DISTRIBUTED}")

@@ -1,6 +1,13 @@
 // sedensenet: the command-line tool. Train from an image folder, resume, evaluate, predict,
 // prepare Fashion-MNIST, and show an architecture summary. See docs/cli.md.
 #include <sedensenet/sedensenet.hpp>
+// Data-parallel training (c10d): needs LibTorch's c10d and Gloo headers (Debian: libgloo-dev).
+#if __has_include(<gloo/algorithm.h>) && (defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL))
+#include <sedensenet/distributed.hpp>
+#define SEDENSENET_CLI_DISTRIBUTED 1
+#else
+#include <sedensenet/distributed/environment.hpp>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -118,7 +125,20 @@ struct TrainArgs {
   std::string init_weights;
   double train_fraction = 0.8;
   uint64_t split_seed = 0;
+  // Distributed training (not recorded in config.json: a run may resume on another layout).
+  int64_t nproc = 1;
+  int64_t nnodes = 1;
+  int64_t node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  std::string dist_backend = "auto";
+  double dist_timeout = 300;
 };
+
+// The command line as given (the launcher starts workers with it).
+std::vector<std::string> g_arguments;
+// This process's rank in a distributed run (-1: not distributed).
+int64_t g_rank = -1;
 
 void add_train(CLI::App& app, TrainArgs& a) {
   auto* t = app.add_subcommand("train", "train a classifier on an image folder");
@@ -178,6 +198,20 @@ void add_train(CLI::App& app, TrainArgs& a) {
       ->check(CLI::Range(0.01, 0.99))
       ->capture_default_str();
   t->add_option("--split-seed", a.split_seed, "seed of that split");
+  auto* dist = "distributed training (docs/distributed.md)";
+  t->add_option("--nproc", a.nproc, "start this many worker processes on this machine, training data-parallel "
+                "(each with --threads, default cores / nproc)")->check(CLI::Range(1, 1024))->group(dist)->capture_default_str();
+  t->add_option("--nnodes", a.nnodes, "machines in the job (run the same command on each, with its --node-rank)")
+      ->check(CLI::Range(1, 65536))->group(dist)->capture_default_str();
+  t->add_option("--node-rank", a.node_rank, "this machine's index, 0 .. nnodes-1 (0 hosts the rendezvous)")
+      ->check(CLI::NonNegativeNumber)->group(dist)->capture_default_str();
+  t->add_option("--master-addr", a.master_addr, "address of the machine with --node-rank 0")->group(dist)->capture_default_str();
+  t->add_option("--master-port", a.master_port, "rendezvous TCP port (0: a free loopback port, one machine only)")
+      ->check(CLI::Range(0, 65535))->group(dist)->capture_default_str();
+  t->add_option("--dist-backend", a.dist_backend, "auto (NCCL on CUDA, Gloo on CPU), gloo or nccl")
+      ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->group(dist)->capture_default_str();
+  t->add_option("--dist-timeout", a.dist_timeout, "seconds a rank waits for the others before it stops with an error "
+                "naming the rank that went away")->check(CLI::PositiveNumber)->group(dist)->capture_default_str();
   t->add_option("--init-weights", a.init_weights,
                 "start from these weights: a PyTorch state dict file (torchvision's, the reference's, "
                 "this library's) or a run's best.pt; what does not fit (SE blocks, another classifier) "
@@ -241,7 +275,9 @@ extern "C" void on_signal(int signal) {
   }
   static const char message[] =
       "\ninterrupt: finishing the current batch and saving last.pt (interrupt again to quit now)\n";
-  [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
+  if (g_rank <= 0) {  // one message for a distributed run: rank 0's
+    [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
+  }
   if (auto* trainer = g_trainer.load()) trainer->request_stop();
 }
 
@@ -268,6 +304,61 @@ int run_train(CLI::App* command, TrainArgs& a) {
   }
   if (a.data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA)");
   if (a.run_dir.empty()) a.run_dir = "runs/" + a.preset;
+
+  // Distributed: as the launcher, start the workers; as a worker, join the process group.
+  const bool launched = std::getenv("SEDENSENET_LAUNCHED") != nullptr;
+  if ((a.nproc > 1 || a.nnodes > 1) && !launched && std::getenv("WORLD_SIZE") != nullptr) {
+    throw UsageError("--nproc starts its own worker processes, but WORLD_SIZE is already set (torchrun, "
+                     "Slurm): drop --nproc, or unset WORLD_SIZE");
+  }
+  sedensenet::distributed::Environment env;
+  try {
+    env = sedensenet::distributed::Environment::from_environment();
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  if ((a.nproc > 1 || a.nnodes > 1) && !launched) {
+    if (env.distributed()) {
+      throw UsageError("--nproc starts its own worker processes, but this process is already rank " +
+                       std::to_string(env.rank) + " of a job (Slurm variables): drop --nproc");
+    }
+    if (a.node_rank >= a.nnodes) {
+      throw UsageError("--node-rank " + std::to_string(a.node_rank) + " must be below --nnodes " +
+                       std::to_string(a.nnodes));
+    }
+#if defined(SEDENSENET_CLI_DISTRIBUTED)
+    sedensenet::distributed::LaunchOptions launch;
+    launch.nproc = a.nproc;
+    launch.nnodes = a.nnodes;
+    launch.node_rank = a.node_rank;
+    launch.master_addr = a.master_addr;
+    launch.master_port = a.master_port;
+    launch.grace = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000) + 30000);
+    launch.arguments = g_arguments;
+    launch.extra_environment = {"SEDENSENET_LAUNCHED=1"};
+    fmt::print("launching {} worker process(es) on this machine: ranks {} .. {} of {}\n", a.nproc,
+               a.node_rank * a.nproc, (a.node_rank + 1) * a.nproc - 1, a.nproc * a.nnodes);
+    std::fflush(stdout);
+    try {
+      return sedensenet::distributed::launch(launch);
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+#else
+    throw UsageError("--nproc: this build of sedensenet has no distributed support (it was built "
+                     "without Gloo's headers: install libgloo-dev and rebuild)");
+#endif
+  }
+  std::shared_ptr<sedensenet::Communicator> communicator;
+  if (env.distributed()) {
+    g_rank = env.rank;
+    // Rank 0 reports; the others print only errors (to stderr, with their rank).
+    if (env.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) std::perror("stdout");
+    // The machine's cores are shared by its ranks.
+    if (a.threads == 0) a.threads = std::max(1, sedensenet::hardware_threads() / static_cast<int>(env.local_world_size));
+    if (a.workers == 0) a.workers = a.threads;
+    if (a.device == "cuda") a.device = "cuda:" + std::to_string(env.local_rank);
+  }
 
   sedensenet::set_num_threads(a.threads);
   sedensenet::keep_freed_memory();  // no page faults for every step's activations
@@ -351,7 +442,21 @@ int run_train(CLI::App* command, TrainArgs& a) {
     }
     fmt::print("initial weights from {}: {}\n", a.init_weights, report.to_string(8));
   }
+  if (env.distributed()) {
+#if defined(SEDENSENET_CLI_DISTRIBUTED)
+    communicator = sedensenet::distributed::ProcessGroup::create(
+        env, sedensenet::distributed::ProcessGroupOptions()
+                 .backend(a.dist_backend)
+                 .device(torch::Device(options.device()))
+                 .timeout(std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout * 1000))));
+    fmt::print("distributed: {}\n", communicator->describe());
+#else
+    throw UsageError("WORLD_SIZE=" + std::to_string(env.world_size) + " asks for distributed training, but this "
+                     "build of sedensenet has none (install libgloo-dev and rebuild)");
+#endif
+  }
   sedensenet::Trainer trainer(net, options);
+  trainer.set_communicator(communicator);
   trainer.set_class_names(classes);
   trainer.set_metadata(sedensenet::io::densenet_metadata(
       model_options, input,
@@ -362,9 +467,17 @@ int run_train(CLI::App* command, TrainArgs& a) {
   }
   sedensenet::ProgressPrinter progress;
   progress.attach(trainer);
-  fmt::print("training: {} epochs, {} batches of {} per epoch, {} threads, run folder {}\n",
-             options.epochs(), train_loader.batches_per_epoch(), a.batch_size, at::get_num_threads(),
-             a.run_dir);
+  if (env.distributed()) {
+    train_loader.set_shard(env.rank, env.world_size);  // as fit() will: this rank's share
+    fmt::print("training: {} epochs on {} processes, {} steps per epoch of {} x {} = {} images, {} "
+               "threads each, run folder {}\n",
+               options.epochs(), env.world_size, train_loader.batches_per_epoch(), env.world_size,
+               a.batch_size, env.world_size * a.batch_size, at::get_num_threads(), a.run_dir);
+  } else {
+    fmt::print("training: {} epochs, {} batches of {} per epoch, {} threads, run folder {}\n",
+               options.epochs(), train_loader.batches_per_epoch(), a.batch_size, at::get_num_threads(),
+               a.run_dir);
+  }
   std::fflush(stdout);
 
   g_trainer = &trainer;
@@ -621,6 +734,7 @@ int run_info(const InfoArgs& a) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  g_arguments.assign(argv, argv + argc);
   CLI::App app{"sedensenet: train and run SE-DenseNet image classifiers (LibTorch)"};
   app.set_version_flag("--version", std::string("sedensenet ") + sedensenet::version());
   app.require_subcommand(1);
@@ -677,6 +791,14 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("prepare")) return run_prepare(prepare_args);
     if (app.got_subcommand("info")) return run_info(info_args);
   } catch (const std::exception& e) {
+    if (g_rank >= 0) {
+      // A distributed worker: say which rank, and leave at once (a process group whose peers
+      // are gone may block in its destructor).
+      std::fprintf(stderr, "sedensenet: error (rank %lld): %s\n", static_cast<long long>(g_rank),
+                   sedensenet::error_message(e).c_str());
+      std::fflush(nullptr);
+      std::_Exit(1);
+    }
     std::fprintf(stderr, "sedensenet: error: %s\n", sedensenet::error_message(e).c_str());
     return 1;
   }

@@ -97,15 +97,33 @@ class ImageLoader {
 
   /// Batches an epoch yields (before any file is found unusable).
   int64_t batches_per_epoch() const {
-    const auto n = static_cast<int64_t>(usable_count());
+    const auto n = epoch_samples();
     const auto b = options_.batch_size();
     return options_.drop_last() ? n / b : (n + b - 1) / b;
   }
   /// Images an epoch yields (before any file is found unusable).
   int64_t images_per_epoch() const {
-    const auto n = static_cast<int64_t>(usable_count());
+    const auto n = epoch_samples();
     return options_.drop_last() ? n / options_.batch_size() * options_.batch_size() : n;
   }
+
+  /// Distributed training: this loader yields only shard `index` of `count` of every epoch,
+  /// as PyTorch's DistributedSampler does. The epoch's order (shuffled from seed and epoch) is
+  /// the same on every rank; with `pad`, it is extended by repeating its start to a multiple of
+  /// `count`, so that every shard has the same number of samples (and batches); rank r takes
+  /// positions r, r + count, r + 2 count, ... So with batch size b, batch k of the ranks together
+  /// holds exactly batch k of a single process with batch size count x b. Without `pad` (for
+  /// evaluation) every sample is seen once and shards differ by at most one sample. The order
+  /// is over all samples, also those found unusable (they are dropped from their batch), so the
+  /// shards stay consistent across ranks.
+  void set_shard(int64_t index, int64_t count, bool pad = true) {
+    TORCH_CHECK(count >= 1 && index >= 0 && index < count, "ImageLoader::set_shard: index ", index,
+                " outside [0, ", count, ")");
+    shard_index_ = index;
+    shard_count_ = count;
+    shard_pad_ = pad;
+  }
+  int64_t shard_count() const { return shard_count_; }
 
   const ImageFolder& dataset() const { return *dataset_; }
   const LoaderOptions& options() const { return options_; }
@@ -125,6 +143,38 @@ class ImageLoader {
     size_t n = 0;
     for (const auto& b : bad_) n += b.load() ? 0 : 1;
     return n;
+  }
+
+  /// Samples in this loader's epochs (its shard's, when sharded).
+  int64_t epoch_samples() const {
+    if (shard_count_ == 1) return static_cast<int64_t>(usable_count());
+    const auto n = static_cast<int64_t>(bad_.size());
+    if (shard_pad_) return (n + shard_count_ - 1) / shard_count_;
+    return n / shard_count_ + (shard_index_ < n % shard_count_ ? 1 : 0);
+  }
+
+  /// The epoch's sample order (before batching): usable samples, shuffled by (seed, epoch) if
+  /// asked, then this shard's part.
+  std::vector<int64_t> epoch_order(int64_t epoch) const {
+    std::vector<int64_t> order;
+    for (size_t i = 0; i < bad_.size(); ++i) {
+      if (shard_count_ > 1 || !bad_[i]) order.push_back(static_cast<int64_t>(i));
+    }
+    if (options_.shuffle()) {
+      Rng rng = Rng::for_item(options_.seed(), static_cast<uint64_t>(epoch), 0x0def);
+      const auto permutation = rng.permutation(static_cast<int64_t>(order.size()));
+      std::vector<int64_t> shuffled(order.size());
+      for (size_t i = 0; i < permutation.size(); ++i) shuffled[i] = order[static_cast<size_t>(permutation[i])];
+      order = std::move(shuffled);
+    }
+    if (shard_count_ == 1 || order.empty()) return order;
+    const auto n = static_cast<int64_t>(order.size());
+    const int64_t total = shard_pad_ ? (n + shard_count_ - 1) / shard_count_ * shard_count_ : n;
+    std::vector<int64_t> shard;
+    for (int64_t position = shard_index_; position < total; position += shard_count_) {
+      shard.push_back(order[static_cast<size_t>(position % n)]);
+    }
+    return shard;
   }
 
   /// Decoded image of sample i (from the cache when enabled).
@@ -174,6 +224,8 @@ class ImageLoader {
   std::vector<torch::Tensor> pool_;  // reusable batch tensors
   mutable std::mutex mutex_;
   bool epoch_running_ = false;
+  int64_t shard_index_ = 0, shard_count_ = 1;
+  bool shard_pad_ = true;
 };
 
 /// One pass over the data. Iterate with `next()` or a range-for. Destroying it (also early, or
@@ -187,18 +239,7 @@ class ImageLoader::Epoch {
                 "destroy it before starting the next");
     loader.epoch_running_ = true;
     const auto& options = loader.options_;
-    // The order: usable samples, shuffled by (seed, epoch) if asked.
-    std::vector<int64_t> usable;
-    for (size_t i = 0; i < loader.bad_.size(); ++i) {
-      if (!loader.bad_[i]) usable.push_back(static_cast<int64_t>(i));
-    }
-    if (options.shuffle()) {
-      Rng rng = Rng::for_item(options.seed(), static_cast<uint64_t>(index), 0x0def);
-      const auto order = rng.permutation(static_cast<int64_t>(usable.size()));
-      std::vector<int64_t> shuffled(usable.size());
-      for (size_t i = 0; i < order.size(); ++i) shuffled[i] = usable[static_cast<size_t>(order[i])];
-      usable = std::move(shuffled);
-    }
+    const auto usable = loader.epoch_order(index);
     const auto b = static_cast<size_t>(options.batch_size());
     for (size_t start = 0; start < usable.size(); start += b) {
       const size_t end = std::min(usable.size(), start + b);

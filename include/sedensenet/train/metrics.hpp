@@ -6,6 +6,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include <array>
+#include <cmath>
 #include <cstdint>
 #include <sstream>
 #include <string>
@@ -37,6 +39,21 @@ class RunningMetrics {
   double loss() const { return count_ ? loss_sum_ / static_cast<double>(count_) : 0.0; }
   double accuracy() const { return count_ ? static_cast<double>(correct1_) / count_ : 0.0; }
   double top5() const { return count_ ? static_cast<double>(correct5_) / count_ : 0.0; }
+
+  /// The sums: images, top-1 hits, top-5 hits, loss sum (what ranks add up in distributed
+  /// training; counts stay exact as doubles up to 2^53).
+  std::array<double, 4> sums() const {
+    return {static_cast<double>(count_), static_cast<double>(correct1_),
+            static_cast<double>(correct5_), loss_sum_};
+  }
+  static RunningMetrics from_sums(const std::array<double, 4>& sums) {
+    RunningMetrics m;
+    m.count_ = static_cast<int64_t>(std::llround(sums[0]));
+    m.correct1_ = static_cast<int64_t>(std::llround(sums[1]));
+    m.correct5_ = static_cast<int64_t>(std::llround(sums[2]));
+    m.loss_sum_ = sums[3];
+    return m;
+  }
 
   /// The sums so far (for a checkpoint taken in the middle of an epoch); JSON keeps doubles exact.
   nlohmann::json to_json() const {
@@ -71,6 +88,14 @@ class ConfusionMatrix {
   }
 
   const torch::Tensor& counts() const { return counts_; }
+  /// A matrix from counts (classes x classes, int64): true class by row, predicted by column.
+  static ConfusionMatrix from_counts(torch::Tensor counts) {
+    TORCH_CHECK(counts.dim() == 2 && counts.size(0) == counts.size(1), "ConfusionMatrix::from_counts: "
+                "a square matrix is needed, got shape ", counts.sizes());
+    ConfusionMatrix m;
+    m.counts_ = counts.to(torch::kLong);
+    return m;
+  }
   int64_t classes() const { return counts_.size(0); }
 
   /// Per class: precision = TP / predicted, recall = TP / actual, F1 their harmonic mean

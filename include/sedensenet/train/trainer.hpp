@@ -28,6 +28,7 @@
 #include "sedensenet/data/rng.hpp"
 #include "sedensenet/io/archive.hpp"
 #include "sedensenet/io/files.hpp"
+#include "sedensenet/train/communicator.hpp"
 #include "sedensenet/train/history.hpp"
 #include "sedensenet/train/metrics.hpp"
 #include "sedensenet/train/options.hpp"
@@ -64,6 +65,14 @@ class BatchSource {
   }
   /// Batches per epoch (for progress and the learning-rate schedule).
   virtual int64_t batches_per_epoch() const = 0;
+  /// Distributed training: from now on yield only shard `index` of `count` of every epoch (see
+  /// `data::ImageLoader::set_shard` for the rule: the same order on every rank, rank r takes every
+  /// count-th sample from position r; `pad` repeats samples so that every shard has as many
+  /// batches). The Trainer calls it. Sources that cannot be split keep this default, which refuses.
+  virtual void shard(int64_t index, int64_t count, bool pad) {
+    TORCH_CHECK(count == 1, "this BatchSource cannot be split across ", count, " ranks (shard ",
+                index, "): override BatchSource::shard, or use ImageLoaderSource or TensorSource");
+  }
 };
 
 /// Batches from an `ImageLoader` (which must outlive the source).
@@ -81,6 +90,7 @@ class ImageLoaderSource : public BatchSource {
     }
   }
   int64_t batches_per_epoch() const override { return loader_->batches_per_epoch(); }
+  void shard(int64_t index, int64_t count, bool pad) override { loader_->set_shard(index, count, pad); }
 
  private:
   data::ImageLoader* loader_;
@@ -98,10 +108,18 @@ class TensorSource : public BatchSource {
     TORCH_CHECK(batch_size >= 1, "TensorSource: batch_size must be >= 1, got ", batch_size);
   }
   void for_each(int64_t epoch, const std::function<bool(const data::Batch&)>& fn) override {
-    const int64_t n = images_.size(0);
-    std::vector<int64_t> order(static_cast<size_t>(n));
+    std::vector<int64_t> order(static_cast<size_t>(images_.size(0)));
     std::iota(order.begin(), order.end(), 0);
-    if (shuffle_) order = data::Rng::for_item(seed_, static_cast<uint64_t>(epoch), 7).permutation(n);
+    if (shuffle_) order = data::Rng::for_item(seed_, static_cast<uint64_t>(epoch), 7).permutation(images_.size(0));
+    if (shard_count_ > 1 && !order.empty()) {
+      // As ImageLoader::set_shard: every count-th position from the shard's index.
+      const auto all = static_cast<int64_t>(order.size());
+      const int64_t total = shard_pad_ ? (all + shard_count_ - 1) / shard_count_ * shard_count_ : all;
+      std::vector<int64_t> mine;
+      for (int64_t p = shard_index_; p < total; p += shard_count_) mine.push_back(order[static_cast<size_t>(p % all)]);
+      order = std::move(mine);
+    }
+    const auto n = static_cast<int64_t>(order.size());
     auto index = torch::tensor(order, torch::kLong);
     for (int64_t start = 0; start < n; start += batch_size_) {
       const int64_t len = std::min(batch_size_, n - start);
@@ -112,7 +130,20 @@ class TensorSource : public BatchSource {
     }
   }
   int64_t batches_per_epoch() const override {
-    return (images_.size(0) + batch_size_ - 1) / batch_size_;
+    const int64_t all = images_.size(0);
+    int64_t n = all;
+    if (shard_count_ > 1) {
+      n = shard_pad_ ? (all + shard_count_ - 1) / shard_count_
+                     : all / shard_count_ + (shard_index_ < all % shard_count_ ? 1 : 0);
+    }
+    return (n + batch_size_ - 1) / batch_size_;
+  }
+  void shard(int64_t index, int64_t count, bool pad) override {
+    TORCH_CHECK(count >= 1 && index >= 0 && index < count, "TensorSource::shard: index ", index,
+                " outside [0, ", count, ")");
+    shard_index_ = index;
+    shard_count_ = count;
+    shard_pad_ = pad;
   }
 
  private:
@@ -120,6 +151,8 @@ class TensorSource : public BatchSource {
   int64_t batch_size_;
   bool shuffle_;
   uint64_t seed_;
+  int64_t shard_index_ = 0, shard_count_ = 1;
+  bool shard_pad_ = true;
 };
 
 /// Progress of the training loop, after every batch.
@@ -194,6 +227,31 @@ class Trainer {
   /// call from a callback, another thread or a signal handler.
   void request_stop() { stop_requested_ = true; }
 
+  /// Trains data-parallel with the other ranks of `communicator` (for example a
+  /// `distributed::ProcessGroup`); call it before `resume` and `fit`, on every rank. Then:
+  /// parameters and buffers are broadcast from rank 0 when `fit` starts; every rank trains on its
+  /// shard of the data (`BatchSource::shard`; batch size is per rank, so the global batch is
+  /// world size x batch size); gradients are averaged across ranks in buckets during backward
+  /// (`GradientReducer`); BatchNorm statistics are averaged at the end of every epoch; metrics
+  /// and evaluations are reduced over all ranks, so the history holds global figures; only rank 0
+  /// writes the run folder; `resume` reads the checkpoint on rank 0 and sends it to the others.
+  /// A rank that fails or goes away makes the others throw `DistributedError`.
+  /// `bucket_mb` and `first_bucket_mb` size the gradient buckets (see `GradientReducer`).
+  void set_communicator(std::shared_ptr<Communicator> communicator, double bucket_mb = 25,
+                        double first_bucket_mb = 1) {
+    TORCH_CHECK(bucket_mb > 0 && first_bucket_mb > 0, "set_communicator: bucket sizes must be > 0");
+    comm_ = communicator && communicator->world_size() > 1 ? std::move(communicator) : nullptr;
+    bucket_mb_ = bucket_mb;
+    first_bucket_mb_ = first_bucket_mb;
+    reducer_.reset();
+  }
+  /// This process's rank (0 without a communicator) and the number of ranks.
+  int64_t rank() const { return comm_ ? comm_->rank() : 0; }
+  int64_t world_size() const { return comm_ ? comm_->world_size() : 1; }
+  /// The gradient reducer of a distributed run (null before `fit` or without a communicator):
+  /// its bucket count and the time spent waiting for communication.
+  const GradientReducer* gradient_reducer() const { return reducer_.get(); }
+
   /// Class names (for metrics files and checkpoints), in label order.
   void set_class_names(std::vector<std::string> names) { class_names_ = std::move(names); }
   /// Extra JSON recorded in config.json and in every checkpoint ("model", "data", ...): what a
@@ -205,13 +263,34 @@ class Trainer {
   /// state and history. The next `fit` starts after the saved epoch.
   void resume(const std::filesystem::path& run_dir) {
     const auto path = run_dir / "last.pt";
-    TORCH_CHECK(std::filesystem::exists(path), "cannot resume: ", path.string(),
-                " not found (no completed epoch in that run folder?)");
+    auto read_last = [&] {
+      TORCH_CHECK(std::filesystem::exists(path), "cannot resume: ", path.string(),
+                  " not found (no completed epoch in that run folder?)");
+      try {
+        // Checked first: LibTorch's reader accepts damaged tensor data silently.
+        return io::read_verified_archive(path);
+      } catch (const std::exception& e) {
+        TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint (",
+                    error_message(e), ")");
+      }
+      return std::string();
+    };
+    auto read_best = [&] {
+      if (!std::filesystem::exists(run_dir / "best.pt")) return std::string();
+      try {
+        return io::read_verified_archive(run_dir / "best.pt");
+      } catch (const std::exception& e) {
+        TORCH_CHECK(false, "cannot resume: ", (run_dir / "best.pt").string(), " is not a readable "
+                    "checkpoint (", error_message(e), "); move it away to resume without it");
+      }
+      return std::string();
+    };
+    // Distributed: rank 0 reads the files and sends them, so other machines need no copy.
+    const std::string last_bytes = shared_from_root(read_last);
+    const std::string best_bytes = shared_from_root(read_best);
     torch::serialize::InputArchive archive;
     try {
-      // Checked first: LibTorch's reader accepts damaged tensor data silently.
-      const auto bytes = io::read_verified_archive(path);
-      archive.load_from(bytes.data(), bytes.size());
+      archive.load_from(last_bytes.data(), last_bytes.size());
     } catch (const std::exception& e) {
       TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint (",
                   error_message(e), ")");
@@ -239,14 +318,41 @@ class Trainer {
     c10::IValue rng;
     archive.read("rng_cpu", rng);
     rng_state_ = rng.toTensor();
-    if (std::filesystem::exists(run_dir / "best.pt")) {
+    // Ranks: each continues with its own random state and epoch metrics when the run had as
+    // many; a run resumed on another number of ranks continues at an epoch boundary only.
+    const int64_t saved_world = state.value("world_size", int64_t{1});
+    if (saved_world != world_size()) {
+      TORCH_CHECK(batch_in_epoch_ == 0, "cannot resume: ", path.string(), " was saved in the middle "
+                  "of epoch ", start_epoch_ + 1, " by a run on ", saved_world, " process(es); "
+                  "resume it on ", saved_world, " (this run has ", world_size(), ")");
+      if (rank() != 0) rng_state_ = torch::Tensor();  // seeded from the seed, the rank and the epoch
+    } else if (saved_world > 1) {
+      c10::IValue all;
+      archive.read("rng_cpu_ranks", all);
+      rng_state_ = all.toTensor()[rank()].clone();
+      if (state.contains("partial_ranks") && !state.at("partial_ranks").is_null()) {
+        partial_metrics_ = state.at("partial_ranks").at(static_cast<size_t>(rank()));
+      }
+      // Stopped mid-epoch: each rank's own BatchNorm statistics (averaged at the epoch's end).
+      c10::IValue buffers;
+      if (archive.try_read("buffers_ranks", buffers)) {
+        auto row = buffers.toTensor()[rank()];
+        torch::NoGradGuard no_grad;
+        int64_t offset = 0;
+        for (auto& b : module_->buffers()) {
+          if (!b.is_floating_point()) continue;
+          b.copy_(row.narrow(0, offset, b.numel()).view_as(b));
+          offset += b.numel();
+        }
+      }
+    }
+    if (!best_bytes.empty()) {
       // Keep the best weights in memory as the uninterrupted run would have: load them into the
       // model, take a copy, and put the current weights back.
       const auto current = serialize_model();
       torch::serialize::InputArchive best, best_model;
       try {
-        const auto bytes = io::read_verified_archive(run_dir / "best.pt");
-        best.load_from(bytes.data(), bytes.size());
+        best.load_from(best_bytes.data(), best_bytes.size());
       } catch (const std::exception& e) {
         TORCH_CHECK(false, "cannot resume: ", (run_dir / "best.pt").string(), " is not a readable "
                     "checkpoint (", error_message(e), "); move it away to resume without it");
@@ -270,17 +376,20 @@ class Trainer {
   TrainResult fit(BatchSource& train, BatchSource* test = nullptr) {
     stop_requested_ = false;
     const auto run_dir = std::filesystem::path(options_.run_dir());
-    if (!run_dir.empty()) {
+    if (!run_dir.empty() && rank() == 0) {
       std::filesystem::create_directories(run_dir);
       io::remove_stale_temporaries(run_dir);  // left by a process killed while writing
       write_config(run_dir);
     }
-    if (resumed_) {
+    if (resumed_ && rng_state_.defined()) {
       at::Generator cpu = at::detail::getDefaultCPUGenerator();
       cpu.set_state(rng_state_);
     } else {
-      torch::manual_seed(options_.seed());
+      // Rank 0 draws what a single process would; the others get streams of their own.
+      torch::manual_seed(options_.seed() + static_cast<uint64_t>(rank()) * 1000003u +
+                         (resumed_ ? static_cast<uint64_t>(start_epoch_) : 0u));
     }
+    if (comm_) start_distributed(train, test);
     LearningRateSchedule schedule(options_, train.batches_per_epoch());
     if (!schedule_state_.is_null()) schedule.from_json(schedule_state_);
 
@@ -301,6 +410,7 @@ class Trainer {
       }
       batch_in_epoch_ = 0;
       partial_metrics_ = nullptr;
+      if (comm_) average_buffers(*comm_, *module_);  // one model on every rank
       if (test != nullptr) {
         auto evaluation = evaluate(*test);
         metrics.test_loss = evaluation.loss;
@@ -310,6 +420,11 @@ class Trainer {
       }
       metrics.seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      if (comm_) {  // the slowest rank's time: one history on every rank
+        auto seconds = torch::tensor({metrics.seconds}, torch::kDouble);
+        comm_->all_reduce(seconds, Communicator::Op::max);
+        metrics.seconds = seconds.item<double>();
+      }
       history_.add(metrics);
 
       const double score = test != nullptr ? metrics.test_accuracy : metrics.train_accuracy;
@@ -327,7 +442,7 @@ class Trainer {
       if (!run_dir.empty()) {
         if (improved) write_checkpoint(run_dir / "best.pt", /*full=*/false);
         write_checkpoint(run_dir / "last.pt", /*full=*/true);
-        write_history(run_dir);
+        if (rank() == 0) write_history(run_dir);
       }
       for (auto& callback : epoch_callbacks_) callback(metrics);
       if (options_.early_stopping_patience() > 0 &&
@@ -354,7 +469,12 @@ class Trainer {
 
   /// Loss, top-1 and top-5 accuracy and the confusion matrix of the model on `source` (eval mode,
   /// no gradients).
+  ///
+  /// With a communicator, every rank must call it: each evaluates its shard of `source` (which
+  /// is sharded here, without padding, so every image counts once) and the sums and the
+  /// confusion matrix are added up over the ranks.
   Evaluation evaluate(BatchSource& source) {
+    if (comm_) source.shard(comm_->rank(), comm_->world_size(), /*pad=*/false);
     const bool was_training = module_->is_training();
     module_->eval();
     torch::NoGradGuard no_grad;
@@ -376,6 +496,16 @@ class Trainer {
       return true;
     });
     if (was_training) module_->train();
+    if (comm_) {
+      auto c = torch::tensor({classes}, torch::kLong);
+      comm_->all_reduce(c, Communicator::Op::max);
+      classes = c.item<int64_t>();
+      if (result.confusion.classes() != classes) result.confusion = ConfusionMatrix(classes);
+      running = reduced(running);
+      auto counts = result.confusion.counts().clone();
+      comm_->all_reduce(counts);
+      result.confusion = ConfusionMatrix::from_counts(counts);
+    }
     result.images = running.count();
     if (running.count() > 0) {
       result.loss = running.loss();
@@ -556,41 +686,72 @@ class Trainer {
     bool stopped = false;
     int64_t classes = 0;
     train.for_each_from(epoch, first_batch, [&](const data::Batch& batch) {
-      if (batch.labels.size(0) == 0) return true;
+      // An empty batch (every file unusable) is skipped; in a distributed run this rank still
+      // takes part in the step's collectives, contributing nothing.
+      const bool empty = batch.labels.size(0) == 0;
+      if (empty && !comm_) {
+        ++batch_index;
+        return true;
+      }
       lr = schedule.at(epoch, batch_index);
       set_lr(lr);
-      auto x = batch.images.to(device_, /*non_blocking=*/true);
-      auto y = batch.labels.to(device_);
-      auto mixed = mix(x, epoch, batch_index);
-      auto logits = forward_with_autocast(mixed.images).to(torch::kFloat);
-      torch::Tensor loss = F::cross_entropy(logits, y, ce);
-      torch::Tensor counted = y;
-      if (mixed.lambda < 1.0) {
-        auto y2 = y.index_select(0, mixed.permutation);
-        loss = loss * mixed.lambda + F::cross_entropy(logits, y2, ce) * (1 - mixed.lambda);
-        if (mixed.lambda < 0.5) counted = y2;  // accuracy counts the dominant label
+      torch::Tensor logits, loss, counted;
+      double loss_value = 0;
+      if (!empty) {
+        auto x = batch.images.to(device_, /*non_blocking=*/true);
+        auto y = batch.labels.to(device_);
+        auto mixed = mix(x, epoch, batch_index);
+        logits = forward_with_autocast(mixed.images).to(torch::kFloat);
+        loss = F::cross_entropy(logits, y, ce);
+        counted = y;
+        if (mixed.lambda < 1.0) {
+          auto y2 = y.index_select(0, mixed.permutation);
+          loss = loss * mixed.lambda + F::cross_entropy(logits, y2, ce) * (1 - mixed.lambda);
+          if (mixed.lambda < 0.5) counted = y2;  // accuracy counts the dominant label
+        }
+        loss_value = loss.item<double>();
       }
-      const double loss_value = loss.item<double>();
-      if (!std::isfinite(loss_value)) {
-        std::ostringstream os;
-        os << "the loss became " << loss_value << " at epoch " << epoch + 1 << ", batch "
-           << batch_index + 1 << " of " << batches << " (learning rate " << lr << "); "
-           << (options_.run_dir().empty()
-                   ? std::string("nothing was saved")
-                   : options_.run_dir() + "/last.pt holds the last good state (epoch " +
-                         std::to_string(start_epoch_) + ")")
-           << ". Lower the learning rate, enable gradient clipping (grad_clip_norm) or check the "
-              "data";
-        throw TrainingError(os.str());
+      bool stop_after = false;
+      if (comm_) {
+        // Every rank learns whether any rank's loss is not finite or any rank was asked to stop,
+        // so that all of them stop at the same batch.
+        const int64_t world = comm_->world_size(), me = comm_->rank();
+        auto flags = torch::zeros({2 * world}, torch::kDouble);
+        flags[me] = std::isfinite(loss_value) ? 0.0 : 1.0;
+        flags[world + me] = stop_requested_ ? 1.0 : 0.0;
+        comm_->all_reduce(flags);
+        std::vector<int64_t> bad;
+        for (int64_t r = 0; r < world; ++r) {
+          if (flags[r].item<double>() > 0) bad.push_back(r);
+          if (flags[world + r].item<double>() > 0) stop_after = true;
+        }
+        if (!bad.empty()) {
+          std::string ranks;
+          for (auto r : bad) ranks += (ranks.empty() ? "" : ", ") + std::to_string(r);
+          throw TrainingError(non_finite_message(loss_value, epoch, batch_index, batches, lr,
+                                                 (bad.size() == 1 ? " on rank " : " on ranks ") + ranks));
+        }
+      } else if (!std::isfinite(loss_value)) {
+        throw TrainingError(non_finite_message(loss_value, epoch, batch_index, batches, lr, ""));
       }
       optimizer_->zero_grad();
-      loss.backward();
+      if (!comm_) {
+        loss.backward();
+      } else if (empty) {
+        reducer_->finish_without_backward();
+      } else {
+        reducer_->prepare();
+        loss.backward();  // buckets are all-reduced as their gradients arrive
+        reducer_->finish();
+      }
       if (options_.grad_clip_norm() > 0) {
         torch::nn::utils::clip_grad_norm_(module_->parameters(), options_.grad_clip_norm());
       }
       optimizer_->step();
-      running.add(logits, counted, loss_value);
-      classes = logits.size(1);
+      if (!empty) {
+        running.add(logits, counted, loss_value);
+        classes = logits.size(1);
+      }
       ++batch_index;
       if (!batch_callbacks_.empty()) {
         BatchEvent event;
@@ -607,7 +768,9 @@ class Trainer {
             static_cast<double>(running.count() - images_before) / event.elapsed_seconds;
         for (auto& callback : batch_callbacks_) callback(event);
       }
-      if (stop_requested_ && batch_index < batches) {
+      // One process stops after the batch during which it was asked to; ranks stop together
+      // after the batch whose flags carried the request.
+      if ((comm_ ? stop_after : stop_requested_.load()) && batch_index < batches) {
         stopped = true;
         batch_in_epoch_ = batch_index;
         partial_metrics_ = running.to_json();
@@ -615,15 +778,95 @@ class Trainer {
       }
       return true;
     });
-    const double seconds =
+    double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    int64_t session_images = running.count() - images_before;
+    if (comm_ && !stopped) {
+      // Global figures: sums over the ranks; the epoch took as long as its slowest rank.
+      running = reduced(running);
+      auto sums = torch::tensor({static_cast<double>(session_images), stop_requested_ ? 1.0 : 0.0},
+                                torch::kDouble);
+      comm_->all_reduce(sums);
+      auto maxima = torch::tensor({seconds, static_cast<double>(classes)}, torch::kDouble);
+      comm_->all_reduce(maxima, Communicator::Op::max);
+      session_images = static_cast<int64_t>(std::llround(sums[0].item<double>()));
+      if (sums[1].item<double>() > 0) stop_requested_ = true;  // every rank stops after this epoch
+      seconds = maxima[0].item<double>();
+      classes = static_cast<int64_t>(maxima[1].item<double>());
+    }
     metrics.train_loss = running.loss();
     metrics.train_accuracy = running.accuracy();
     metrics.train_top5 = classes >= 5 ? running.top5() : NAN;
     metrics.lr = lr;
     metrics.train_images = running.count();
-    metrics.images_per_second = static_cast<double>(running.count() - images_before) / seconds;
+    metrics.images_per_second = static_cast<double>(session_images) / seconds;
     return !stopped;
+  }
+
+  std::string non_finite_message(double value, int64_t epoch, int64_t batch_index, int64_t batches,
+                                 double lr, const std::string& where) const {
+    std::ostringstream os;
+    os << "the loss became " << (std::isfinite(value) ? std::string("non-finite") : std::to_string(value))
+       << where << " at epoch " << epoch + 1 << ", batch " << batch_index + 1 << " of " << batches
+       << " (learning rate " << lr << "); "
+       << (options_.run_dir().empty()
+               ? std::string("nothing was saved")
+               : options_.run_dir() + "/last.pt holds the last good state (epoch " +
+                     std::to_string(start_epoch_) + ")")
+       << ". Lower the learning rate, enable gradient clipping (grad_clip_norm) or check the data";
+    return os.str();
+  }
+
+  /// `read()` on rank 0, sent to every rank (a failure there is thrown on every rank); without
+  /// a communicator, just `read()`.
+  template <typename Read>
+  std::string shared_from_root(Read&& read) {
+    if (!comm_) return read();
+    std::string bytes, error;
+    if (comm_->rank() == 0) {
+      try {
+        bytes = read();
+      } catch (const std::exception& e) {
+        error = error_message(e);
+      }
+    }
+    try {
+      return broadcast_bytes(*comm_, bytes, 0, error);
+    } catch (const DistributedError&) {
+      throw;
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, error_message(e));
+    }
+    return {};
+  }
+
+  /// Sums over the ranks.
+  RunningMetrics reduced(const RunningMetrics& local) {
+    const auto sums = local.sums();
+    auto t = torch::tensor(std::vector<double>(sums.begin(), sums.end()), torch::kDouble);
+    comm_->all_reduce(t);
+    return RunningMetrics::from_sums({t[0].item<double>(), t[1].item<double>(), t[2].item<double>(),
+                                      t[3].item<double>()});
+  }
+
+  /// Shards the data, checks that every rank sees the same amount of it, makes rank 0's model
+  /// everyone's and sets up the gradient buckets.
+  void start_distributed(BatchSource& train, BatchSource* test) {
+    const int64_t me = comm_->rank(), world = comm_->world_size();
+    train.shard(me, world, /*pad=*/true);
+    if (test != nullptr) test->shard(me, world, /*pad=*/false);
+    const int64_t batches = train.batches_per_epoch();
+    auto range = torch::tensor({batches, -batches}, torch::kLong);
+    comm_->all_reduce(range, Communicator::Op::max);
+    TORCH_CHECK(range[0].item<int64_t>() == -range[1].item<int64_t>(), "rank ", me, ": the ranks "
+                "disagree on the number of training batches per epoch (from ", -range[1].item<int64_t>(),
+                " to ", range[0].item<int64_t>(), "; this rank has ", batches, "): every rank must "
+                "read the same data with the same batch size");
+    // Resumed in the middle of an epoch, each rank has its own BatchNorm statistics back.
+    broadcast_module(*comm_, *module_, 0, /*buffers=*/!(resumed_ && batch_in_epoch_ > 0));
+    if (!reducer_) {
+      reducer_ = std::make_unique<GradientReducer>(*comm_, module_->parameters(), bucket_mb_, first_bucket_mb_);
+    }
   }
 
   std::string serialize_model() const {
@@ -659,9 +902,36 @@ class Trainer {
 
   /// The model's current weights with the run state: last.pt (full: also optimizer, random state)
   /// or best.pt (written when the model is the best so far), atomically.
+  /// Distributed: every rank calls it (each rank's random state and epoch metrics are gathered);
+  /// rank 0 writes.
   void write_checkpoint(const std::filesystem::path& path, bool full) {
+    auto state = state_json();
+    torch::Tensor rng_ranks;
+    torch::Tensor buffer_ranks;
+    if (comm_ && full) {
+      state["world_size"] = comm_->world_size();
+      rng_ranks = torch::stack(comm_->all_gather(at::detail::getDefaultCPUGenerator().get_state()));
+      if (batch_in_epoch_ > 0) {
+        // Mid-epoch, the ranks' BatchNorm statistics still differ: keep each.
+        std::vector<torch::Tensor> parts;
+        for (const auto& b : module_->buffers()) {
+          if (b.is_floating_point()) parts.push_back(b.detach().reshape({-1}).to(torch::kCPU, torch::kDouble));
+        }
+        if (!parts.empty()) buffer_ranks = torch::stack(comm_->all_gather(torch::cat(parts)));
+      }
+      if (!partial_metrics_.is_null()) {
+        const auto sums = RunningMetrics::from_json(partial_metrics_).sums();
+        auto all = comm_->all_gather(torch::tensor(std::vector<double>(sums.begin(), sums.end()), torch::kDouble));
+        state["partial_ranks"] = nlohmann::json::array();
+        for (auto& t : all) {
+          state["partial_ranks"].push_back(RunningMetrics::from_sums(
+              {t[0].item<double>(), t[1].item<double>(), t[2].item<double>(), t[3].item<double>()}).to_json());
+        }
+      }
+    }
+    if (rank() != 0) return;
     torch::serialize::OutputArchive archive, model_archive;
-    archive.write("state", c10::IValue(state_json().dump()));
+    archive.write("state", c10::IValue(state.dump()));
     module_->save(model_archive);
     archive.write("model", model_archive);
     if (full) {
@@ -669,6 +939,8 @@ class Trainer {
       optimizer_->save(optimizer_archive);
       archive.write("optimizer", optimizer_archive);
       archive.write("rng_cpu", c10::IValue(at::detail::getDefaultCPUGenerator().get_state()));
+      if (rng_ranks.defined()) archive.write("rng_cpu_ranks", c10::IValue(rng_ranks));
+      if (buffer_ranks.defined()) archive.write("buffers_ranks", c10::IValue(buffer_ranks));
     }
     std::ostringstream bytes;
     archive.save_to(bytes);
@@ -678,6 +950,7 @@ class Trainer {
   void write_config(const std::filesystem::path& run_dir) {
     nlohmann::json config = {{"trainer", options_.to_json()}, {"metadata", metadata_},
                              {"classes", class_names_}};
+    if (comm_) config["distributed"] = {{"world_size", comm_->world_size()}, {"group", comm_->describe()}};
     io::write_file_atomically(run_dir / "config.json", config.dump(2) + "\n");
   }
 
@@ -690,6 +963,7 @@ class Trainer {
   }
 
   void write_final_metrics(const std::filesystem::path& run_dir, const Evaluation& evaluation) {
+    if (rank() != 0) return;
     std::vector<std::string> names = class_names_;
     for (auto i = static_cast<int64_t>(names.size()); i < evaluation.confusion.classes(); ++i) {
       names.push_back(std::to_string(i));
@@ -743,6 +1017,9 @@ class Trainer {
   nlohmann::json partial_metrics_;     // that epoch's RunningMetrics so far
   std::string best_bytes_;  // serialized best weights
   bool resumed_ = false;
+  std::shared_ptr<Communicator> comm_;       // distributed training (null: one process)
+  std::unique_ptr<GradientReducer> reducer_;
+  double bucket_mb_ = 25, first_bucket_mb_ = 1;
 };
 
 }  // namespace sedensenet
