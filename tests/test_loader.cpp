@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -219,4 +220,49 @@ TEST_CASE("Images of different sizes in one batch: a clear error", "[loader][err
   ImageFolder folder(dir.path());
   ImageLoader loader(folder, std::make_shared<ToTensor>(), LoaderOptions().batch_size(8));
   REQUIRE_THROWS_WITH(run_epoch(loader, 0), Contains("add Resize or CenterCrop"));
+}
+
+TEST_CASE("shard_of splits an order as DistributedSampler does", "[loader][distributed]") {
+  std::vector<int64_t> order = {7, 3, 9, 0, 5, 1, 8, 2, 6, 4};
+  // Padded: 10 -> 12 positions (the first two repeated), 4 per shard.
+  CHECK(shard_of(order, 0, 3, true) == std::vector<int64_t>{7, 0, 8, 4});
+  CHECK(shard_of(order, 1, 3, true) == std::vector<int64_t>{3, 5, 2, 7});
+  CHECK(shard_of(order, 2, 3, true) == std::vector<int64_t>{9, 1, 6, 3});
+  // Not padded: every sample exactly once, shards of 4, 3, 3.
+  std::vector<int64_t> all;
+  for (int64_t r = 0; r < 3; ++r) {
+    const auto shard = shard_of(order, r, 3, false);
+    CHECK(static_cast<int64_t>(shard.size()) == shard_size(10, r, 3, false));
+    all.insert(all.end(), shard.begin(), shard.end());
+  }
+  std::sort(all.begin(), all.end());
+  CHECK(all == std::vector<int64_t>{0, 1, 2, 3, 4, 5, 6, 7, 8, 9});
+  CHECK(shard_size(10, 2, 3, true) == 4);
+  CHECK(shard_of(order, 0, 1, true) == order);
+}
+
+TEST_CASE("Sharded loaders together give the batches of one loader with the global batch size",
+          "[loader][distributed]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {8, 8});
+  ImageFolder folder(dir.path());
+  auto options = LoaderOptions().batch_size(2).workers(2).seed(3);
+  ImageLoader whole(folder, augmenting(), LoaderOptions(options).batch_size(4));
+  ImageLoader first(folder, augmenting(), options), second(folder, augmenting(), options);
+  first.set_shard(0, 2);
+  second.set_shard(1, 2);
+  CHECK(first.batches_per_epoch() == 4);
+  CHECK(first.images_per_epoch() == 8);
+  const auto w = run_epoch(whole, 1), a = run_epoch(first, 1), b = run_epoch(second, 1);
+  REQUIRE(w.size() == 4);
+  REQUIRE(a.size() == 4);
+  REQUIRE(b.size() == 4);
+  for (size_t k = 0; k < w.size(); ++k) {
+    // Batch k of the two shards is batch k of the whole, sample for sample, augmentation included.
+    CHECK(a[k].indices == std::vector<int64_t>{w[k].indices[0], w[k].indices[2]});
+    CHECK(b[k].indices == std::vector<int64_t>{w[k].indices[1], w[k].indices[3]});
+    CHECK(torch::equal(a[k].images, torch::stack({w[k].images[0], w[k].images[2]})));
+    CHECK(torch::equal(b[k].images, torch::stack({w[k].images[1], w[k].images[3]})));
+  }
+  CHECK_THROWS_WITH(first.set_shard(2, 2), Contains("outside [0, 2)"));
 }

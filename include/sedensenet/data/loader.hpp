@@ -31,6 +31,30 @@
 
 namespace sedensenet::data {
 
+/// Distributed training: the samples of shard `index` of `count` in an epoch `order` (the same
+/// order on every rank), as PyTorch's DistributedSampler takes them: positions index,
+/// index + count, index + 2 count, ... With `pad` the order is first extended by repeating its
+/// start to a multiple of `count`, so that every shard has the same size.
+inline std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t index, int64_t count,
+                                     bool pad) {
+  if (count <= 1 || order.empty()) return order;
+  const auto n = static_cast<int64_t>(order.size());
+  const int64_t total = pad ? (n + count - 1) / count * count : n;
+  std::vector<int64_t> shard;
+  shard.reserve(static_cast<size_t>((total + count - 1) / count));
+  for (int64_t position = index; position < total; position += count) {
+    shard.push_back(order[static_cast<size_t>(position % n)]);
+  }
+  return shard;
+}
+
+/// How many samples `shard_of` gives from an order of `n`.
+inline int64_t shard_size(int64_t n, int64_t index, int64_t count, bool pad) {
+  if (count <= 1) return n;
+  if (pad) return (n + count - 1) / count;
+  return n / count + (index < n % count ? 1 : 0);
+}
+
 /// Options of `ImageLoader`.
 struct LoaderOptions {
   /// Images per batch, >= 1.
@@ -148,9 +172,7 @@ class ImageLoader {
   /// Samples in this loader's epochs (its shard's, when sharded).
   int64_t epoch_samples() const {
     if (shard_count_ == 1) return static_cast<int64_t>(usable_count());
-    const auto n = static_cast<int64_t>(bad_.size());
-    if (shard_pad_) return (n + shard_count_ - 1) / shard_count_;
-    return n / shard_count_ + (shard_index_ < n % shard_count_ ? 1 : 0);
+    return shard_size(static_cast<int64_t>(bad_.size()), shard_index_, shard_count_, shard_pad_);
   }
 
   /// The epoch's sample order (before batching): usable samples, shuffled by (seed, epoch) if
@@ -167,14 +189,7 @@ class ImageLoader {
       for (size_t i = 0; i < permutation.size(); ++i) shuffled[i] = order[static_cast<size_t>(permutation[i])];
       order = std::move(shuffled);
     }
-    if (shard_count_ == 1 || order.empty()) return order;
-    const auto n = static_cast<int64_t>(order.size());
-    const int64_t total = shard_pad_ ? (n + shard_count_ - 1) / shard_count_ * shard_count_ : n;
-    std::vector<int64_t> shard;
-    for (int64_t position = shard_index_; position < total; position += shard_count_) {
-      shard.push_back(order[static_cast<size_t>(position % n)]);
-    }
-    return shard;
+    return shard_of(order, shard_index_, shard_count_, shard_pad_);
   }
 
   /// Decoded image of sample i (from the cache when enabled).

@@ -111,14 +111,7 @@ class TensorSource : public BatchSource {
     std::vector<int64_t> order(static_cast<size_t>(images_.size(0)));
     std::iota(order.begin(), order.end(), 0);
     if (shuffle_) order = data::Rng::for_item(seed_, static_cast<uint64_t>(epoch), 7).permutation(images_.size(0));
-    if (shard_count_ > 1 && !order.empty()) {
-      // As ImageLoader::set_shard: every count-th position from the shard's index.
-      const auto all = static_cast<int64_t>(order.size());
-      const int64_t total = shard_pad_ ? (all + shard_count_ - 1) / shard_count_ * shard_count_ : all;
-      std::vector<int64_t> mine;
-      for (int64_t p = shard_index_; p < total; p += shard_count_) mine.push_back(order[static_cast<size_t>(p % all)]);
-      order = std::move(mine);
-    }
+    order = data::shard_of(order, shard_index_, shard_count_, shard_pad_);
     const auto n = static_cast<int64_t>(order.size());
     auto index = torch::tensor(order, torch::kLong);
     for (int64_t start = 0; start < n; start += batch_size_) {
@@ -130,12 +123,7 @@ class TensorSource : public BatchSource {
     }
   }
   int64_t batches_per_epoch() const override {
-    const int64_t all = images_.size(0);
-    int64_t n = all;
-    if (shard_count_ > 1) {
-      n = shard_pad_ ? (all + shard_count_ - 1) / shard_count_
-                     : all / shard_count_ + (shard_index_ < all % shard_count_ ? 1 : 0);
-    }
+    const int64_t n = data::shard_size(images_.size(0), shard_index_, shard_count_, shard_pad_);
     return (n + batch_size_ - 1) / batch_size_;
   }
   void shard(int64_t index, int64_t count, bool pad) override {
