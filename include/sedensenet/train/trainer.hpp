@@ -708,10 +708,11 @@ class Trainer {
         flags[me] = std::isfinite(loss_value) ? 0.0 : 1.0;
         flags[world + me] = stop_requested_ ? 1.0 : 0.0;
         comm_->all_reduce(flags);
+        const auto flag = flags.accessor<double, 1>();
         std::vector<int64_t> bad;
         for (int64_t r = 0; r < world; ++r) {
-          if (flags[r].item<double>() > 0) bad.push_back(r);
-          if (flags[world + r].item<double>() > 0) stop_after = true;
+          if (flag[r] > 0) bad.push_back(r);
+          if (flag[world + r] > 0) stop_after = true;
         }
         if (!bad.empty()) {
           std::string ranks;
