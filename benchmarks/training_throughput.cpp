@@ -53,7 +53,8 @@ int main(int argc, char** argv) {
                                     std::make_shared<data::RandomHorizontalFlip>(),
                                     std::make_shared<data::ToTensor>(),
                                     std::make_shared<data::Normalize>(input.mean, input.std)});
-    auto measure_ours = [&] {
+    auto measure_ours = [&](bool fused) {
+      sedensenet::set_fused_batch_norm(fused);
       data::ImageLoader loader(train_set, transform,
                                data::LoaderOptions().batch_size(batch).workers(workers).seed(1));
       auto model_options = sedensenet::DenseNetOptions::preset(preset).num_classes(
@@ -88,12 +89,15 @@ int main(int argc, char** argv) {
       return rate;
     };
     // Interleaved rounds, medians: the machine's speed drifts by 10% or more over minutes.
-    const std::vector<std::string> names = {"sedensenet", "pytorch", "pytorch (same malloc settings)"};
+    const std::string unfused = "sedensenet (LibTorch BN + ReLU)";
+    const std::vector<std::string> names = {"sedensenet", unfused, "pytorch",
+                                            "pytorch (same malloc settings)"};
     std::map<std::string, std::vector<double>> rates;
     for (int round = 0; round < rounds; ++round) {
       for (const auto& name : names) {
-        if (skip_pytorch && name != "sedensenet") continue;
-        const double rate = name == "sedensenet" ? measure_ours()
+        if (skip_pytorch && name.rfind("sedensenet", 0) != 0) continue;
+        const double rate = name == "sedensenet" ? measure_ours(true)
+                            : name == unfused    ? measure_ours(false)
                                                  : measure_pytorch(name != "pytorch");
         rates[name].push_back(rate);
         fmt::print("round {}: {:<32} {:.0f} images/s\n", round + 1, name, rate);

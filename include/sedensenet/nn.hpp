@@ -3,6 +3,7 @@
 /// The model: building blocks, the network, its summary and the checkpoint utility.
 
 #include "sedensenet/nn/attention.hpp"
+#include "sedensenet/nn/batch_norm_relu.hpp"
 #include "sedensenet/nn/checkpoint.hpp"
 #include "sedensenet/nn/dense_block.hpp"
 #include "sedensenet/nn/dense_layer.hpp"

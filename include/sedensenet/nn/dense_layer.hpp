@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "sedensenet/nn/attention.hpp"
+#include "sedensenet/nn/batch_norm_relu.hpp"
 #include "sedensenet/nn/efficient.hpp"
 #include "sedensenet/nn/options.hpp"
 
@@ -35,6 +36,7 @@ inline void reference_conv_(torch::nn::Conv2dImpl& conv) {
 /// One dense layer:
 ///   cat(inputs) -> norm1 (BN) -> relu1 -> conv1 (1x1, C_in -> bn_size*k) -> norm2 (BN) -> relu2
 ///   -> conv2 (3x3 pad 1, bn_size*k -> k) -> attention -> dropout (if drop_rate > 0)
+/// (each norm + ReLU pair is one fused kernel in training on CPU: see `batch_norm_relu`).
 ///
 /// Requires: inputs (N, C_i, H, W) whose channels sum to options.in_channels().
 /// Guarantees: output (N, growth_rate, H, W); parameters named as PyTorch's `_DenseLayer`
@@ -157,11 +159,10 @@ class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl<Attention>>,
  private:
   torch::Tensor standard_bottleneck(torch::TensorList inputs) {
     auto x = inputs.size() == 1 ? inputs[0] : torch::cat(inputs, 1);
-    // In-place ReLU as the reference: batch norm's backward needs its input, not its output.
-    auto normalized = norm1->forward(x);
-    auto bottleneck = conv1->forward(torch::relu_(normalized));
-    auto normalized2 = norm2->forward(bottleneck);
-    return conv2->forward(torch::relu_(normalized2));
+    // batch_norm_relu: one fused kernel in training on CPU, else norm then in-place ReLU as the
+    // reference (batch norm's backward needs its input, not its output).
+    auto bottleneck = conv1->forward(batch_norm_relu(x, *norm1));
+    return conv2->forward(batch_norm_relu(bottleneck, *norm2));
   }
 
   torch::Tensor efficient_bottleneck(torch::TensorList inputs) {
@@ -169,8 +170,7 @@ class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl<Attention>>,
         inputs, norm1->weight, norm1->bias, conv1->weight,
         detail::NormConvModules{norm1.get(), conv1.get()});
     if (options.memory() == MemoryMode::efficient_input_only) {
-      auto normalized2 = norm2->forward(bottleneck);
-      return conv2->forward(torch::relu_(normalized2));
+      return conv2->forward(batch_norm_relu(bottleneck, *norm2));
     }
     return detail::BottleneckOutputFunction::apply(
         bottleneck, norm2->weight, norm2->bias, conv2->weight,

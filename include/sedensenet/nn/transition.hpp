@@ -9,6 +9,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include "sedensenet/nn/batch_norm_relu.hpp"
 #include "sedensenet/nn/dense_layer.hpp"
 #include "sedensenet/nn/options.hpp"
 
@@ -47,8 +48,7 @@ class TransitionImpl : public torch::nn::Cloneable<TransitionImpl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x) {
-    auto normalized = norm->forward(x);
-    auto compressed = conv->forward(torch::relu_(normalized));
+    auto compressed = conv->forward(batch_norm_relu(x, *norm));
     return torch::avg_pool2d(compressed, kPoolSize, kPoolSize);
   }
 

@@ -1,0 +1,240 @@
+// The fused batch norm + ReLU (training mode, float32 CPU): against PyTorch's nn.BatchNorm2d +
+// ReLU, against LibTorch's own ops, across thread counts, double backward, and the conditions
+// under which LibTorch's ops are used instead.
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include "sedensenet/nn/batch_norm_relu.hpp"
+#include "sedensenet/nn/dense_layer.hpp"
+#include "sedensenet/nn/transition.hpp"
+#include "sedensenet/util/threads.hpp"
+#include "support/bundle.hpp"
+#include "support/python.hpp"
+#include "support/tensor_matchers.hpp"
+
+using namespace sedensenet;
+using sedensenet::test::AllClose;
+using sedensenet::test::Equals;
+
+namespace {
+
+// Restores the fused switch and LibTorch's thread count at the end of a test.
+struct FusedGuard {
+  bool fused = fused_batch_norm();
+  int threads = at::get_num_threads();
+  ~FusedGuard() {
+    set_fused_batch_norm(fused);
+    at::set_num_threads(threads);
+  }
+};
+
+torch::nn::BatchNorm2d make_norm(int64_t channels, c10::optional<double> momentum, uint64_t seed) {
+  torch::manual_seed(seed);
+  torch::nn::BatchNorm2d norm(torch::nn::BatchNorm2dOptions(channels).momentum(momentum));
+  torch::NoGradGuard no_grad;
+  norm->weight.uniform_(0.5, 1.5);
+  norm->bias.uniform_(-0.5, 0.5);
+  return norm;
+}
+
+struct Step {
+  torch::Tensor y, dx, dweight, dbias;
+};
+
+Step train_step(torch::nn::BatchNorm2d& norm, const torch::Tensor& x, const torch::Tensor& g) {
+  auto input = x.clone().requires_grad_(true);
+  for (auto& p : norm->parameters()) p.mutable_grad() = torch::Tensor();
+  auto y = batch_norm_relu(input, *norm);
+  y.backward(g);
+  return {y.detach(), input.grad(), norm->weight.grad().clone(), norm->bias.grad().clone()};
+}
+
+}  // namespace
+
+TEST_CASE("batch_norm_relu matches PyTorch's BatchNorm2d + ReLU: output, gradients, running "
+          "statistics",
+          "[batch_norm_relu][pytorch]") {
+  FusedGuard guard;
+  set_fused_batch_norm(true);
+  // Shapes with and without a remainder after the 8-wide vector loop, one image, one channel.
+  auto [n, c, h, w] = GENERATE(table<int64_t, int64_t, int64_t, int64_t>(
+      {{8, 24, 28, 28}, {4, 5, 7, 7}, {3, 16, 8, 8}, {1, 3, 5, 3}, {16, 1, 2, 2}}));
+  const double momentum = GENERATE(0.1, -1.0);  // -1: None, the cumulative moving average
+  CAPTURE(n, c, h, w, momentum);
+
+  torch::manual_seed(7);
+  test::TensorBundle in{{"x1", torch::randn({n, c, h, w}) * 2 + 0.3},
+                        {"x2", torch::randn({n, c, h, w}) - 0.2},
+                        {"g1", torch::randn({n, c, h, w})},
+                        {"momentum", torch::full({1}, momentum, torch::kFloat64)}};
+  auto norm = make_norm(c, momentum < 0 ? c10::optional<double>() : c10::optional<double>(momentum), 3);
+  in["weight"] = norm->weight.detach().clone();
+  in["bias"] = norm->bias.detach().clone();
+  test::TempDir dir;
+  test::save_bundle(dir / "in", in);
+  test::run_python("batch_norm_relu_reference.py",
+                   (dir / "in").string() + " " + (dir / "out").string());
+  auto ref = test::load_bundle(dir / "out");
+
+  REQUIRE(uses_fused_batch_norm(in["x1"], *norm));
+  auto step = train_step(norm, in["x1"], in["g1"]);
+  torch::Tensor y2;
+  {
+    torch::NoGradGuard no_grad;
+    y2 = batch_norm_relu(in["x2"], *norm);
+  }
+  CHECK_THAT(step.y, AllClose(ref["y1"], 1e-5, 1e-5));
+  CHECK_THAT(step.dx, AllClose(ref["dx1"], 1e-4, 1e-5));
+  CHECK_THAT(step.dweight, AllClose(ref["dweight"], 1e-4, 1e-4));
+  CHECK_THAT(step.dbias, AllClose(ref["dbias"], 1e-4, 1e-4));
+  CHECK_THAT(y2, AllClose(ref["y2"], 1e-5, 1e-5));
+  CHECK_THAT(norm->running_mean, AllClose(ref["running_mean"], 1e-5, 1e-6));
+  CHECK_THAT(norm->running_var, AllClose(ref["running_var"], 1e-5, 1e-6));
+  CHECK(norm->num_batches_tracked.item<int64_t>() == ref["num_batches_tracked"].item<int64_t>());
+}
+
+TEST_CASE("batch_norm_relu agrees with LibTorch's own batch norm and ReLU (the switch off)",
+          "[batch_norm_relu]") {
+  FusedGuard guard;
+  torch::manual_seed(11);
+  auto x = torch::randn({6, 13, 9, 11}) * 3 - 1;
+  auto g = torch::randn({6, 13, 9, 11});
+  auto fused = make_norm(13, 0.1, 5);
+  auto plain = make_norm(13, 0.1, 5);
+  set_fused_batch_norm(true);
+  auto a = train_step(fused, x, g);
+  set_fused_batch_norm(false);
+  REQUIRE_FALSE(uses_fused_batch_norm(x, *plain));
+  auto b = train_step(plain, x, g);
+  CHECK_THAT(a.y, AllClose(b.y, 1e-5, 1e-6));
+  CHECK_THAT(a.dx, AllClose(b.dx, 1e-4, 1e-6));
+  CHECK_THAT(a.dweight, AllClose(b.dweight, 1e-4, 1e-5));
+  CHECK_THAT(a.dbias, AllClose(b.dbias, 1e-5, 1e-5));
+  CHECK_THAT(fused->running_mean, AllClose(plain->running_mean, 1e-5, 1e-7));
+  CHECK_THAT(fused->running_var, AllClose(plain->running_var, 1e-5, 1e-7));
+  // About half of the outputs are zero (the ReLU), so the mask is exercised.
+  const double zeros = (a.y == 0).to(torch::kFloat64).mean().item<double>();
+  CHECK(zeros > 0.2);
+  CHECK(zeros < 0.8);
+}
+
+TEST_CASE("batch_norm_relu gives the same bits on 1 and 2 threads", "[batch_norm_relu]") {
+  FusedGuard guard;
+  set_fused_batch_norm(true);
+  torch::manual_seed(12);
+  auto x = torch::randn({8, 10, 14, 14});
+  auto g = torch::randn({8, 10, 14, 14});
+  at::set_num_threads(1);
+  auto one_norm = make_norm(10, 0.1, 6);
+  auto one = train_step(one_norm, x, g);
+  at::set_num_threads(2);
+  auto two_norm = make_norm(10, 0.1, 6);
+  auto two = train_step(two_norm, x, g);
+  CHECK_THAT(one.y, Equals(two.y));
+  CHECK_THAT(one.dx, Equals(two.dx));
+  CHECK_THAT(one.dweight, Equals(two.dweight));
+  CHECK_THAT(one_norm->running_var, Equals(two_norm->running_var));
+}
+
+TEST_CASE("batch_norm_relu: parameters only, input only, and a non-contiguous gradient",
+          "[batch_norm_relu]") {
+  FusedGuard guard;
+  set_fused_batch_norm(true);
+  torch::manual_seed(13);
+  auto x = torch::randn({4, 6, 5, 5});
+  auto norm = make_norm(6, 0.1, 7);
+  // Input without gradient: only the parameters receive one.
+  auto y = batch_norm_relu(x, *norm);
+  y.sum().backward();
+  CHECK(norm->weight.grad().defined());
+  auto plain = make_norm(6, 0.1, 7);
+  set_fused_batch_norm(false);
+  auto y_plain = batch_norm_relu(x, *plain);
+  y_plain.sum().backward();
+  CHECK_THAT(norm->weight.grad(), AllClose(plain->weight.grad(), 1e-4, 1e-5));
+  CHECK_THAT(norm->bias.grad(), AllClose(plain->bias.grad(), 1e-5, 1e-5));
+
+  // Frozen parameters: only the input receives a gradient. The incoming gradient is a
+  // transposed (non-contiguous) view.
+  set_fused_batch_norm(true);
+  for (auto& p : norm->parameters()) p.requires_grad_(false);
+  for (auto& p : plain->parameters()) p.requires_grad_(false);
+  auto xa = x.clone().requires_grad_(true);
+  auto xb = x.clone().requires_grad_(true);
+  auto g = torch::randn({4, 6, 5, 5}).transpose(2, 3);
+  batch_norm_relu(xa, *norm).backward(g);
+  set_fused_batch_norm(false);
+  batch_norm_relu(xb, *plain).backward(g);
+  CHECK_THAT(xa.grad(), AllClose(xb.grad(), 1e-4, 1e-6));
+}
+
+TEST_CASE("batch_norm_relu supports double backward (gradient penalties)", "[batch_norm_relu]") {
+  FusedGuard guard;
+  torch::manual_seed(14);
+  auto x = torch::randn({5, 4, 6, 6});
+  auto penalty = [&](bool fused) {
+    set_fused_batch_norm(fused);
+    auto norm = make_norm(4, 0.1, 8);
+    auto input = x.clone().requires_grad_(true);
+    auto y = batch_norm_relu(input, *norm);
+    auto gx = torch::autograd::grad({(y * y).sum()}, {input}, {}, true, true)[0];
+    gx.pow(2).sum().backward();
+    return std::make_pair(gx.detach(), norm->weight.grad().clone());
+  };
+  auto [gx_fused, w_fused] = penalty(true);
+  auto [gx_plain, w_plain] = penalty(false);
+  CHECK_THAT(gx_fused, AllClose(gx_plain, 1e-4, 1e-5));
+  CHECK_THAT(w_fused, AllClose(w_plain, 1e-3, 1e-4));
+}
+
+TEST_CASE("batch_norm_relu uses LibTorch's ops outside float32 CPU training", "[batch_norm_relu]") {
+  FusedGuard guard;
+  set_fused_batch_norm(true);
+  auto norm = make_norm(3, 0.1, 9);
+  auto x = torch::randn({2, 3, 4, 4});
+  CHECK(uses_fused_batch_norm(x, *norm));
+  CHECK_FALSE(uses_fused_batch_norm(x.to(torch::kFloat64), *norm));
+  CHECK_FALSE(uses_fused_batch_norm(torch::randn({1, 3, 1, 1}), *norm));  // one value per channel
+  norm->eval();
+  CHECK_FALSE(uses_fused_batch_norm(x, *norm));
+  // In evaluation mode the running statistics are used and left alone.
+  auto mean_before = norm->running_mean.clone();
+  auto expected = torch::relu(norm->forward(x));
+  CHECK_THAT(batch_norm_relu(x, *norm), AllClose(expected, 1e-6, 1e-7));
+  CHECK_THAT(norm->running_mean, Equals(mean_before));
+  norm->train();
+  torch::nn::BatchNorm2d no_affine(torch::nn::BatchNorm2dOptions(3).affine(false));
+  CHECK_FALSE(uses_fused_batch_norm(x, *no_affine));
+  torch::nn::BatchNorm2d no_stats(torch::nn::BatchNorm2dOptions(3).track_running_stats(false));
+  CHECK_FALSE(uses_fused_batch_norm(x, *no_stats));
+  set_fused_batch_norm(false);
+  CHECK_FALSE(uses_fused_batch_norm(x, *norm));
+}
+
+TEST_CASE("A dense layer and a transition train the same with the fused kernel on and off",
+          "[batch_norm_relu][dense_layer]") {
+  FusedGuard guard;
+  torch::manual_seed(15);
+  auto x = torch::randn({8, 20, 9, 9});
+  auto run = [&](bool fused) {
+    set_fused_batch_norm(fused);
+    torch::manual_seed(16);
+    DenseLayer<> layer(DenseLayerOptions(20, 6));
+    Transition transition(TransitionOptions(26, 13));
+    auto input = x.clone().requires_grad_(true);
+    auto y = transition->forward(torch::cat({input, layer->forward(input)}, 1));
+    y.pow(2).mean().backward();
+    std::vector<torch::Tensor> out{y.detach(), input.grad()};
+    for (const auto& p : layer->parameters()) out.push_back(p.grad());
+    for (const auto& p : transition->parameters()) out.push_back(p.grad());
+    for (const auto& b : layer->buffers()) out.push_back(b.to(torch::kFloat32));
+    return out;
+  };
+  auto fused = run(true);
+  auto plain = run(false);
+  REQUIRE(fused.size() == plain.size());
+  for (size_t i = 0; i < fused.size(); ++i) {
+    CAPTURE(i);
+    CHECK_THAT(fused[i], AllClose(plain[i], 1e-3, 1e-5));
+  }
+}
