@@ -27,9 +27,8 @@ namespace {
 // backward (the backward recomputes the ReLU mask from them).
 std::pair<float, float> affine_of(const float* w, const float* b, int64_t ch, float mean,
                                          float invstd) {
-  const double wv = w ? w[ch] : 1.0;
-  const double bv = b ? b[ch] : 0.0;
-  return {static_cast<float>(wv * invstd), static_cast<float>(bv - mean * wv * invstd)};
+  const double wv = w[ch];
+  return {static_cast<float>(wv * invstd), static_cast<float>(b[ch] - mean * wv * invstd)};
 }
 
 #if SEDENSENET_HAVE_VECTOR_EXTENSIONS
@@ -120,7 +119,7 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
   const double count = static_cast<double>(l.n * l.hw);
   const float m = mean[ch];
   const double is = invstd[ch];
-  const double wv = w ? w[ch] : 1.0;
+  const double wv = w[ch];
   const auto [scale, shift] = affine_of(w, b, ch, m, invstd[ch]);
   const float8 scale8 = splat8(scale), shift8 = splat8(shift), m8 = splat8(m);
   double sum_g = 0.0, sum_gx = 0.0;
@@ -145,8 +144,8 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
     sum_g += ra;
     sum_gx += rc;
   }
-  if (dw) dw[ch] = static_cast<float>(sum_gx * is);
-  if (db) db[ch] = static_cast<float>(sum_g);
+  dw[ch] = static_cast<float>(sum_gx * is);
+  db[ch] = static_cast<float>(sum_g);
   if (!dx) return;
   const float k1 = static_cast<float>(wv * is);
   const float k2 = static_cast<float>(-wv * is * is * is * sum_gx / count);

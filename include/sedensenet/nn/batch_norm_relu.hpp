@@ -23,7 +23,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -48,8 +47,8 @@ struct ChannelLayout {
 void batch_norm_relu_forward_cpu(const float* x, const float* w, const float* b, float* y,
                                  float* mean, float* invstd, float* var, const ChannelLayout& l,
                                  double eps);
-/// Backward from the output gradient and the input (the ReLU mask is recomputed from x); dx may
-/// be null when the input needs no gradient.
+/// Backward from the output gradient and the input (the ReLU mask is recomputed from x); dw and
+/// db are always written, dx may be null when the input needs no gradient.
 void batch_norm_relu_backward_cpu(const float* dy, const float* x, const float* w,
                                   const float* b, const float* mean, const float* invstd,
                                   float* dx, float* dw, float* db, const ChannelLayout& l);
