@@ -2,11 +2,20 @@
 // include/sedensenet/nn/batch_norm_relu.hpp. Compiled with OpenMP (at::parallel_for splits the
 // channels between LibTorch's threads only in a translation unit built with it) and, on x86,
 // with an AVX2 + FMA variant of each per-channel body chosen at run time.
+//
+// Exactness: the pre-activation z = x * scale + shift decides the ReLU mask. The forward, the
+// recomputation of the efficient layers and the backward each evaluate it, and the backward must
+// differentiate exactly the function the forward computed, so all three call `preactivation`,
+// and this file is compiled with -ffp-contract=off (src/CMakeLists.txt): the compiler may not
+// fuse the multiply and the add in one place and not in another. With every product and sum
+// rounded on its own, z is bit for bit the same in all three, in the generic and the AVX2
+// variant, on any number of threads.
 #include "sedensenet/nn/batch_norm_relu.hpp"
 
 #include <ATen/Parallel.h>
 
 #include <cmath>
+#include <array>
 #include <cstdint>
 #include <utility>
 
@@ -50,10 +59,40 @@ SEDENSENET_SIMD_INLINE float8 splat8(float s) { return float8{} + s; }
 SEDENSENET_SIMD_INLINE float8 keep_where_positive(float8 g, float8 z) {
   return reinterpret_cast<float8>(reinterpret_cast<int8x32>(g) & (z > float8{}));
 }
+// The pre-activation of the ReLU; the one expression every kernel uses for it (see the top).
+SEDENSENET_SIMD_INLINE float8 preactivation(float8 x, float8 scale, float8 shift) {
+  return x * scale + shift;
+}
+SEDENSENET_SIMD_INLINE float preactivation(float x, float scale, float shift) {
+  return x * scale + shift;
+}
 SEDENSENET_SIMD_INLINE double sum8(float8 v) {
   double total = 0.0;
   for (int64_t j = 0; j < kWidth; ++j) total += v[j];
   return total;
+}
+
+// One channel, recomputation from saved statistics (the efficient layers' backward):
+// y = max(preactivation(x), 0), bit for bit the forward's output.
+SEDENSENET_SIMD_INLINE void apply_channel_body(const float* x, const float* w, const float* b,
+                                               const float* mean, const float* invstd, float* y,
+                                               const ChannelLayout& l, int64_t ch) {
+  const auto [scale, shift] = affine_of(w, b, ch, mean[ch], invstd[ch]);
+  const float8 scale8 = splat8(scale), shift8 = splat8(shift);
+  for (int64_t n = 0; n < l.n; ++n) {
+    const int64_t offset = (n * l.c + ch) * l.hw;
+    const float* p = x + offset;
+    float* q = y + offset;
+    int64_t i = 0;
+    for (; i + kWidth <= l.hw; i += kWidth) {
+      const float8 z = preactivation(load8(p + i), scale8, shift8);
+      store8(q + i, keep_where_positive(z, z));
+    }
+    for (; i < l.hw; ++i) {
+      const float z = preactivation(p[i], scale, shift);
+      q[i] = z > 0.f ? z : 0.f;
+    }
+  }
 }
 
 // One channel, forward: mean, biased variance (two passes, float lanes per row, double across
@@ -91,25 +130,11 @@ SEDENSENET_SIMD_INLINE void forward_channel_body(const float* x, const float* w,
   mean[ch] = m;
   invstd[ch] = static_cast<float>(1.0 / std::sqrt(v + eps));
   var[ch] = static_cast<float>(v);
-  const auto [scale, shift] = affine_of(w, b, ch, m, invstd[ch]);
-  const float8 scale8 = splat8(scale), shift8 = splat8(shift);
-  for (int64_t n = 0; n < l.n; ++n) {
-    const int64_t offset = (n * l.c + ch) * l.hw;
-    const float* p = x + offset;
-    float* q = y + offset;
-    int64_t i = 0;
-    for (; i + kWidth <= l.hw; i += kWidth) {
-      const float8 z = load8(p + i) * scale8 + shift8;
-      store8(q + i, keep_where_positive(z, z));
-    }
-    for (; i < l.hw; ++i) {
-      const float z = p[i] * scale + shift;
-      q[i] = z > 0.f ? z : 0.f;
-    }
-  }
+  apply_channel_body(x, w, b, mean, invstd, y, l, ch);
 }
 
-// One channel, backward: g = dy where x * scale + shift > 0 (the ReLU mask, recomputed), then
+// One channel, backward: g = dy where preactivation(x) > 0 (the forward's ReLU mask, recomputed
+// with its arithmetic), then
 // dbias = sum(g), dweight = sum(g * (x - mean)) * invstd and
 // dx = w * invstd * (g - mean(g) - xhat * mean(g * xhat)).
 SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* x, const float* w,
@@ -131,13 +156,13 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
     int64_t i = 0;
     for (; i + kWidth <= l.hw; i += kWidth) {
       const float8 xv = load8(p + i);
-      const float8 gv = keep_where_positive(load8(g + i), xv * scale8 + shift8);
+      const float8 gv = keep_where_positive(load8(g + i), preactivation(xv, scale8, shift8));
       a += gv;
       c += gv * (xv - m8);
     }
     double ra = sum8(a), rc = sum8(c);
     for (; i < l.hw; ++i) {
-      const float gv = p[i] * scale + shift > 0.f ? g[i] : 0.f;
+      const float gv = preactivation(p[i], scale, shift) > 0.f ? g[i] : 0.f;
       ra += gv;
       rc += static_cast<double>(gv) * (p[i] - m);
     }
@@ -159,11 +184,11 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
     int64_t i = 0;
     for (; i + kWidth <= l.hw; i += kWidth) {
       const float8 xv = load8(p + i);
-      const float8 gv = keep_where_positive(load8(g + i), xv * scale8 + shift8);
+      const float8 gv = keep_where_positive(load8(g + i), preactivation(xv, scale8, shift8));
       store8(out + i, gv * k1v + xv * k2v + k3v);
     }
     for (; i < l.hw; ++i) {
-      const float gv = p[i] * scale + shift > 0.f ? g[i] : 0.f;
+      const float gv = preactivation(p[i], scale, shift) > 0.f ? g[i] : 0.f;
       out[i] = gv * k1 + p[i] * k2 + k3;
     }
   }
@@ -171,50 +196,83 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
 
 using ForwardChannelFn = void (*)(const float*, const float*, const float*, float*, float*,
                                   float*, float*, const ChannelLayout&, int64_t, double);
+using ApplyChannelFn = void (*)(const float*, const float*, const float*, const float*,
+                                const float*, float*, const ChannelLayout&, int64_t);
 using BackwardChannelFn = void (*)(const float*, const float*, const float*, const float*,
                                    const float*, const float*, float*, float*, float*,
                                    const ChannelLayout&, int64_t);
 
+struct ChannelKernels {
+  ForwardChannelFn forward;
+  ApplyChannelFn apply;
+  BackwardChannelFn backward;
+};
+
 void forward_channel_generic(const float* x, const float* w, const float* b, float* y,
-                                    float* mean, float* invstd, float* var,
-                                    const ChannelLayout& l, int64_t ch, double eps) {
+                             float* mean, float* invstd, float* var, const ChannelLayout& l,
+                             int64_t ch, double eps) {
   forward_channel_body(x, w, b, y, mean, invstd, var, l, ch, eps);
 }
-void backward_channel_generic(const float* dy, const float* x, const float* w,
-                                     const float* b, const float* mean, const float* invstd,
-                                     float* dx, float* dw, float* db, const ChannelLayout& l,
-                                     int64_t ch) {
+void apply_channel_generic(const float* x, const float* w, const float* b, const float* mean,
+                           const float* invstd, float* y, const ChannelLayout& l, int64_t ch) {
+  apply_channel_body(x, w, b, mean, invstd, y, l, ch);
+}
+void backward_channel_generic(const float* dy, const float* x, const float* w, const float* b,
+                              const float* mean, const float* invstd, float* dx, float* dw,
+                              float* db, const ChannelLayout& l, int64_t ch) {
   backward_channel_body(dy, x, w, b, mean, invstd, dx, dw, db, l, ch);
 }
 
 #if defined(__x86_64__) || defined(__i386__)
-// The same bodies compiled for AVX2 + FMA, chosen at run time when the CPU has them.
+// The same bodies compiled for AVX2 + FMA, chosen at run time when the CPU has them. Without
+// contraction (see the top) they round exactly as the generic variant does.
 __attribute__((target("avx2,fma"))) void forward_channel_avx2(
     const float* x, const float* w, const float* b, float* y, float* mean, float* invstd,
     float* var, const ChannelLayout& l, int64_t ch, double eps) {
   forward_channel_body(x, w, b, y, mean, invstd, var, l, ch, eps);
+}
+__attribute__((target("avx2,fma"))) void apply_channel_avx2(
+    const float* x, const float* w, const float* b, const float* mean, const float* invstd,
+    float* y, const ChannelLayout& l, int64_t ch) {
+  apply_channel_body(x, w, b, mean, invstd, y, l, ch);
 }
 __attribute__((target("avx2,fma"))) void backward_channel_avx2(
     const float* dy, const float* x, const float* w, const float* b, const float* mean,
     const float* invstd, float* dx, float* dw, float* db, const ChannelLayout& l, int64_t ch) {
   backward_channel_body(dy, x, w, b, mean, invstd, dx, dw, db, l, ch);
 }
-bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return has;
-}
-ForwardChannelFn forward_channel_kernel() {
-  return cpu_has_avx2() ? forward_channel_avx2 : forward_channel_generic;
-}
-BackwardChannelFn backward_channel_kernel() {
-  return cpu_has_avx2() ? backward_channel_avx2 : backward_channel_generic;
+const ChannelKernels& channel_kernels() {
+  static const ChannelKernels kernels =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
+          ? ChannelKernels{forward_channel_avx2, apply_channel_avx2, backward_channel_avx2}
+          : ChannelKernels{forward_channel_generic, apply_channel_generic,
+                           backward_channel_generic};
+  return kernels;
 }
 #else
-ForwardChannelFn forward_channel_kernel() { return forward_channel_generic; }
-BackwardChannelFn backward_channel_kernel() { return backward_channel_generic; }
+const ChannelKernels& channel_kernels() {
+  static const ChannelKernels kernels{forward_channel_generic, apply_channel_generic,
+                                      backward_channel_generic};
+  return kernels;
+}
 #endif
 #undef SEDENSENET_SIMD_INLINE
 #endif  // SEDENSENET_HAVE_VECTOR_EXTENSIONS
+
+// Runs body(channel) for every channel on LibTorch's threads (one channel per task).
+template <typename Body>
+void for_each_channel(const ChannelLayout& l, const Body& body) {
+#if SEDENSENET_HAVE_VECTOR_EXTENSIONS
+  at::parallel_for(0, l.c, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t ch = begin; ch < end; ++ch) body(ch);
+  });
+#else
+  (void)l;
+  (void)body;
+  TORCH_CHECK(false, "batch_norm_relu: this build has no fused kernels (see "
+              "batch_norm_relu_kernels_available)");
+#endif
+}
 
 }  // namespace
 
@@ -224,13 +282,20 @@ void batch_norm_relu_forward_cpu(const float* x, const float* w, const float* b,
                                  float* mean, float* invstd, float* var, const ChannelLayout& l,
                                  double eps) {
 #if SEDENSENET_HAVE_VECTOR_EXTENSIONS
-  const auto kernel = forward_channel_kernel();
-  at::parallel_for(0, l.c, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t ch = begin; ch < end; ++ch) kernel(x, w, b, y, mean, invstd, var, l, ch, eps);
-  });
+  const auto kernel = channel_kernels().forward;
+  for_each_channel(l, [&](int64_t ch) { kernel(x, w, b, y, mean, invstd, var, l, ch, eps); });
 #else
-  TORCH_CHECK(false, "batch_norm_relu: this build has no fused kernels (see "
-              "batch_norm_relu_kernels_available)");
+  for_each_channel(l, [](int64_t) {});
+#endif
+}
+
+void batch_norm_relu_apply_cpu(const float* x, const float* w, const float* b, const float* mean,
+                               const float* invstd, float* y, const ChannelLayout& l) {
+#if SEDENSENET_HAVE_VECTOR_EXTENSIONS
+  const auto kernel = channel_kernels().apply;
+  for_each_channel(l, [&](int64_t ch) { kernel(x, w, b, mean, invstd, y, l, ch); });
+#else
+  for_each_channel(l, [](int64_t) {});
 #endif
 }
 
@@ -238,16 +303,141 @@ void batch_norm_relu_backward_cpu(const float* dy, const float* x, const float* 
                                   const float* b, const float* mean, const float* invstd,
                                   float* dx, float* dw, float* db, const ChannelLayout& l) {
 #if SEDENSENET_HAVE_VECTOR_EXTENSIONS
-  const auto kernel = backward_channel_kernel();
-  at::parallel_for(0, l.c, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t ch = begin; ch < end; ++ch) {
-      kernel(dy, x, w, b, mean, invstd, dx, dw, db, l, ch);
-    }
-  });
+  const auto kernel = channel_kernels().backward;
+  for_each_channel(l, [&](int64_t ch) { kernel(dy, x, w, b, mean, invstd, dx, dw, db, l, ch); });
 #else
-  TORCH_CHECK(false, "batch_norm_relu: this build has no fused kernels (see "
-              "batch_norm_relu_kernels_available)");
+  for_each_channel(l, [](int64_t) {});
 #endif
 }
 
+// ---- Tensor-level entry points (the header documents them) ----
+
+FusedNormReLU fused_norm_relu_forward(const torch::Tensor& input, const torch::Tensor& weight,
+                                      const torch::Tensor& bias, double eps) {
+  const auto x = input.contiguous();
+  const auto w = weight.contiguous();
+  const auto b = bias.contiguous();
+  const auto layout = channel_layout(x);
+  auto y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  auto stats = torch::empty({3, layout.c}, x.options().requires_grad(false));
+  float* s = stats.data_ptr<float>();
+  batch_norm_relu_forward_cpu(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
+                              y.data_ptr<float>(), s, s + layout.c, s + 2 * layout.c, layout,
+                              eps);
+  return {y, stats[0], stats[1], stats[2]};
+}
+
+torch::Tensor fused_norm_relu_recompute(const torch::Tensor& input, const torch::Tensor& weight,
+                                        const torch::Tensor& bias, const torch::Tensor& mean,
+                                        const torch::Tensor& invstd) {
+  const auto x = input.contiguous();
+  const auto w = weight.contiguous();
+  const auto b = bias.contiguous();
+  const auto m = mean.contiguous();
+  const auto is = invstd.contiguous();
+  auto y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  batch_norm_relu_apply_cpu(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
+                            m.data_ptr<float>(), is.data_ptr<float>(), y.data_ptr<float>(),
+                            channel_layout(x));
+  return y;
+}
+
+std::array<torch::Tensor, 3> fused_norm_relu_backward(
+    const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& weight,
+    const torch::Tensor& bias, const torch::Tensor& mean, const torch::Tensor& invstd,
+    bool need_input_grad) {
+  const auto x = input.contiguous();
+  const auto w = weight.contiguous();
+  const auto b = bias.contiguous();
+  const auto m = mean.contiguous();
+  const auto is = invstd.contiguous();
+  const auto dy = grad_output.contiguous();
+  auto dx = need_input_grad ? torch::empty_like(x, torch::MemoryFormat::Contiguous)
+                            : torch::Tensor();
+  auto dw = torch::empty_like(w);
+  auto db = torch::empty_like(b);
+  batch_norm_relu_backward_cpu(dy.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
+                               b.data_ptr<float>(), m.data_ptr<float>(), is.data_ptr<float>(),
+                               need_input_grad ? dx.data_ptr<float>() : nullptr,
+                               dw.data_ptr<float>(), db.data_ptr<float>(), channel_layout(x));
+  return {dx, dw, db};
+}
+
+void update_running_statistics(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& mean,
+                               const torch::Tensor& var, int64_t values_per_channel) {
+  torch::NoGradGuard no_grad;
+  const auto& o = norm.options;
+  norm.num_batches_tracked += 1;
+  const double momentum = o.momentum().has_value()
+                              ? *o.momentum()
+                              : 1.0 / norm.num_batches_tracked.item<double>();
+  const double count = static_cast<double>(values_per_channel);
+  norm.running_mean.mul_(1.0 - momentum).add_(mean, momentum);
+  norm.running_var.mul_(1.0 - momentum).add_(var, momentum * count / (count - 1.0));
+}
+
+torch::Tensor BatchNormReLUFunction::forward(torch::autograd::AutogradContext* ctx,
+                                             const torch::Tensor& input,
+                                             const torch::Tensor& weight,
+                                             const torch::Tensor& bias, double eps,
+                                             BatchNormReLUStatistics* statistics) {
+  auto step = fused_norm_relu_forward(input, weight, bias, eps);
+  ctx->save_for_backward({input, weight, bias, step.mean, step.invstd});
+  ctx->saved_data["eps"] = eps;
+  statistics->mean = step.mean;
+  statistics->var = step.var;
+  return step.output;
+}
+
+torch::autograd::variable_list BatchNormReLUFunction::backward(
+    torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
+  const auto saved = ctx->get_saved_variables();
+  const auto& input = saved[0];
+  const auto& weight = saved[1];
+  const auto& bias = saved[2];
+  torch::autograd::variable_list out(5);
+  if (!grads[0].defined()) return out;
+  if (torch::GradMode::is_enabled()) {
+    // create_graph: differentiate the same computation written with LibTorch's own ops, so that
+    // higher derivatives (gradient penalties) are right.
+    const double eps = ctx->saved_data["eps"].toDouble();
+    auto again =
+        torch::relu(torch::batch_norm(input, weight, bias, {}, {}, true, 0.0, eps, false));
+    torch::autograd::variable_list wrt;
+    std::vector<size_t> index;
+    for (size_t i = 0; i < 3; ++i) {
+      if (ctx->needs_input_grad(i) && saved[i].requires_grad()) {
+        wrt.push_back(saved[i]);
+        index.push_back(i);
+      }
+    }
+    if (wrt.empty()) return out;
+    auto g = torch::autograd::grad({again}, wrt, {grads[0]}, true, true, true);
+    for (size_t k = 0; k < index.size(); ++k) out[index[k]] = g[k];
+    return out;
+  }
+  auto [dx, dw, db] = fused_norm_relu_backward(grads[0], input, weight, bias, saved[3], saved[4],
+                                               ctx->needs_input_grad(0));
+  out[0] = dx;
+  if (ctx->needs_input_grad(1)) out[1] = dw;
+  if (ctx->needs_input_grad(2)) out[2] = db;
+  return out;
+}
+
 }  // namespace sedensenet::detail
+
+namespace sedensenet {
+
+torch::Tensor batch_norm_relu(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& norm) {
+  if (!uses_fused_batch_norm(x, norm)) {
+    auto normalized = norm.forward(x);
+    return torch::relu_(normalized);
+  }
+  detail::BatchNormReLUStatistics statistics;
+  auto y = detail::BatchNormReLUFunction::apply(x, norm.weight, norm.bias, norm.options.eps(),
+                                        &statistics);
+  detail::update_running_statistics(norm, statistics.mean, statistics.var, x.numel() / x.size(1));
+  return y;
+}
+
+}  // namespace sedensenet

@@ -4,6 +4,9 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <array>
+#include <cmath>
+
 #include "sedensenet/nn/batch_norm_relu.hpp"
 #include "sedensenet/nn/dense_layer.hpp"
 #include "sedensenet/nn/transition.hpp"
@@ -236,5 +239,134 @@ TEST_CASE("A dense layer and a transition train the same with the fused kernel o
   for (size_t i = 0; i < fused.size(); ++i) {
     CAPTURE(i);
     CHECK_THAT(fused[i], AllClose(plain[i], 1e-3, 1e-5));
+  }
+}
+
+namespace {
+
+// Values placed at and near the ReLU's kink: each channel holds many copies of one dyadic value
+// v (so the batch mean is v, or within an ulp of it) and of its neighbours 1 to 3 ulps away, plus
+// a symmetric spread. With bias 0 the pre-activation of those elements is zero or a few ulps from
+// it, on either side depending on rounding.
+torch::Tensor values_at_the_kink(int64_t n, int64_t c, int64_t hw) {
+  auto x = torch::empty({n, c, hw});
+  auto a = x.accessor<float, 3>();
+  for (int64_t ch = 0; ch < c; ++ch) {
+    const float v = static_cast<float>((ch % 13) - 6) / 16.0f + 0.03125f * static_cast<float>(ch % 3);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < hw; ++j) {
+        const int64_t k = (i * hw + j) % 16;
+        float value = v;
+        if (k >= 8 && k < 11) {
+          value = v;
+          for (int64_t u = 0; u < k - 7; ++u) value = std::nextafter(value, 1e9f);
+        } else if (k >= 11 && k < 14) {
+          value = v;
+          for (int64_t u = 0; u < k - 10; ++u) value = std::nextafter(value, -1e9f);
+        } else if (k >= 14) {
+          value = v + (k == 14 ? 0.25f : -0.25f);
+        }
+        a[i][ch][j] = value;
+      }
+    }
+  }
+  return x.view({n, c, hw / 4, 4});
+}
+
+// max |a - b| / max |b|.
+double scaled_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  auto ad = a.detach().to(torch::kFloat64);
+  auto bd = b.detach().to(torch::kFloat64);
+  return ((ad - bd).abs().max() / bd.abs().max().clamp_min(1e-30)).item<double>();
+}
+
+// The exact derivative, in float64, of y = relu(batch_norm(x)) with the ReLU mask `mask` (the
+// one the forward applied): {dx, dweight, dbias}.
+std::array<torch::Tensor, 3> float64_backward(const torch::Tensor& x, const torch::Tensor& weight,
+                                              const torch::Tensor& g, const torch::Tensor& mask,
+                                              double eps) {
+  auto xd = x.to(torch::kFloat64);
+  const std::vector<int64_t> dims = {0, 2, 3};
+  auto mean = xd.mean(dims, true);
+  auto var = (xd - mean).pow(2).mean(dims, true);
+  auto invstd = (var + eps).rsqrt();
+  auto xhat = (xd - mean) * invstd;
+  auto gm = g.to(torch::kFloat64) * mask.to(torch::kFloat64);
+  auto w = weight.detach().to(torch::kFloat64).view({1, -1, 1, 1});
+  auto dx = w * invstd * (gm - gm.mean(dims, true) - xhat * (gm * xhat).mean(dims, true));
+  return {dx, (gm * xhat).sum(dims), gm.sum(dims)};
+}
+
+}  // namespace
+
+TEST_CASE("batch_norm_relu: the backward's ReLU mask is the forward's, also at and near zero",
+          "[batch_norm_relu][exactness]") {
+  FusedGuard guard;
+  set_fused_batch_norm(true);
+  const int64_t n = 6, c = 40, hw = 64;
+  auto x = values_at_the_kink(n, c, hw);
+  auto norm = make_norm(c, 0.1, 21);
+  {
+    torch::NoGradGuard no_grad;
+    norm->bias.zero_();
+  }
+  REQUIRE(uses_fused_batch_norm(x, *norm));
+  auto step = sedensenet::detail::fused_norm_relu_forward(x, norm->weight, norm->bias, 1e-5);
+  const auto positive = step.output > 0;
+
+  // With an incoming gradient of ones, dbias counts the elements the backward lets through: it
+  // must be exactly the number of positive outputs, channel by channel.
+  auto ones = torch::ones_like(x);
+  auto [dx1, dw1, db1] = sedensenet::detail::fused_norm_relu_backward(ones, x, norm->weight, norm->bias,
+                                                         step.mean, step.invstd, true);
+  auto counts = positive.sum({0, 2, 3}).to(torch::kFloat32);
+  CHECK_THAT(db1, Equals(counts));
+  // The kink is really hit: some elements sit just above zero, others at the channel mean (where
+  // the exact pre-activation is zero) were cut to zero.
+  auto tiny_positive = (step.output > 0) & (step.output < 1e-5);
+  auto kink_zero = (step.output == 0) & ((x - step.mean.view({1, -1, 1, 1})).abs() < 1e-6);
+  CHECK(tiny_positive.any().item().toBool());
+  CHECK(kink_zero.any().item().toBool());
+
+  // A random gradient: dx, dweight and dbias are the exact derivative of the computed function
+  // (float64 with the forward's mask).
+  torch::manual_seed(22);
+  auto g = torch::randn_like(x);
+  auto [dx, dw, db] = sedensenet::detail::fused_norm_relu_backward(g, x, norm->weight, norm->bias, step.mean,
+                                                      step.invstd, true);
+  auto ref = float64_backward(x, norm->weight, g, positive, 1e-5);
+  CHECK(scaled_difference(dx, ref[0]) < 1e-5);
+  CHECK(scaled_difference(dw, ref[1]) < 1e-5);
+  CHECK(scaled_difference(db, ref[2]) < 1e-5);
+
+  // The recomputation of the efficient layers gives the forward's bits.
+  CHECK_THAT(sedensenet::detail::fused_norm_relu_recompute(x, norm->weight, norm->bias, step.mean,
+                                               step.invstd),
+             Equals(step.output));
+}
+
+TEST_CASE("batch_norm_relu at a realistic size: gradients within float32 noise of the exact "
+          "derivative, no worse than LibTorch's",
+          "[batch_norm_relu][exactness]") {
+  FusedGuard guard;
+  // A dense layer's norm1 input in block 1 of SE-DenseNet-BC-100 (k = 12) at 32x32, batch 32.
+  torch::manual_seed(23);
+  auto x = torch::randn({32, 96, 32, 32}) * 1.5 + 0.4;
+  auto g = torch::randn({32, 96, 32, 32}) * 1e-3;
+  std::array<double, 3> errors[2];
+  for (int fused = 0; fused < 2; ++fused) {
+    set_fused_batch_norm(fused == 1);
+    auto norm = make_norm(96, 0.1, 24);
+    REQUIRE(uses_fused_batch_norm(x, *norm) == (fused == 1));
+    auto step = train_step(norm, x, g);
+    auto ref = float64_backward(x, norm->weight, g, step.y > 0, norm->options.eps());
+    errors[fused] = {scaled_difference(step.dx, ref[0]), scaled_difference(step.dweight, ref[1]),
+                     scaled_difference(step.dbias, ref[2])};
+  }
+  for (int k = 0; k < 3; ++k) {
+    INFO("gradient " << k << ": fused " << errors[1][k] << ", LibTorch " << errors[0][k]);
+    CHECK(errors[1][k] < 1e-5);
+    CHECK(errors[0][k] < 1e-5);
+    CHECK(errors[1][k] <= std::max(2.0 * errors[0][k], 1e-6));
   }
 }

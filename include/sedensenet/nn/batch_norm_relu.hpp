@@ -22,6 +22,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <vector>
@@ -47,8 +48,13 @@ struct ChannelLayout {
 void batch_norm_relu_forward_cpu(const float* x, const float* w, const float* b, float* y,
                                  float* mean, float* invstd, float* var, const ChannelLayout& l,
                                  double eps);
-/// Backward from the output gradient and the input (the ReLU mask is recomputed from x); dw and
-/// db are always written, dx may be null when the input needs no gradient.
+/// Recomputes the forward's output from saved statistics: y = max(x * scale + shift, 0) with
+/// the forward's own arithmetic, so y is bit for bit what the forward returned.
+void batch_norm_relu_apply_cpu(const float* x, const float* w, const float* b, const float* mean,
+                               const float* invstd, float* y, const ChannelLayout& l);
+/// Backward from the output gradient and the input. The ReLU mask is recomputed from x with the
+/// forward's arithmetic (the same pre-activation, bit for bit), so it is the forward's mask; dw
+/// and db are always written, dx may be null when the input needs no gradient.
 void batch_norm_relu_backward_cpu(const float* dy, const float* x, const float* w,
                                   const float* b, const float* mean, const float* invstd,
                                   float* dx, float* dw, float* db, const ChannelLayout& l);
@@ -60,73 +66,48 @@ inline ChannelLayout channel_layout(const torch::Tensor& x) {
   return {x.size(0), x.size(1), x.numel() / std::max<int64_t>(1, x.size(0) * x.size(1))};
 }
 
-/// Autograd function: inputs x, weight, bias; `stats` (3, C) receives the batch mean, 1/sqrt(var
-/// + eps) and the biased variance, from which the caller updates the running statistics.
+/// One fused training-mode forward: the output and the per-channel batch statistics, (C) each.
+struct FusedNormReLU {
+  torch::Tensor output;
+  torch::Tensor mean;    ///< batch mean
+  torch::Tensor invstd;  ///< 1 / sqrt(biased batch variance + eps)
+  torch::Tensor var;     ///< biased batch variance
+};
+
+/// The kernels on tensors (float32 CPU; any layout, made contiguous). These are what both the
+/// standard path (`batch_norm_relu`) and the efficient dense layers (nn/efficient.hpp) call, so
+/// the two compute the same function with the same rounding.
+FusedNormReLU fused_norm_relu_forward(const torch::Tensor& x, const torch::Tensor& weight,
+                                      const torch::Tensor& bias, double eps);
+torch::Tensor fused_norm_relu_recompute(const torch::Tensor& x, const torch::Tensor& weight,
+                                        const torch::Tensor& bias, const torch::Tensor& mean,
+                                        const torch::Tensor& invstd);
+/// {dx (undefined unless need_input_grad), dweight, dbias}.
+std::array<torch::Tensor, 3> fused_norm_relu_backward(
+    const torch::Tensor& grad_output, const torch::Tensor& x, const torch::Tensor& weight,
+    const torch::Tensor& bias, const torch::Tensor& mean, const torch::Tensor& invstd,
+    bool need_input_grad);
+
+/// Updates `norm`'s running statistics and num_batches_tracked from one batch's mean and biased
+/// variance, exactly as `norm->forward` does in training (momentum, or the cumulative average when
+/// the momentum is unset; the running variance takes the unbiased variance).
+void update_running_statistics(torch::nn::BatchNorm2dImpl& norm, const torch::Tensor& mean,
+                               const torch::Tensor& var, int64_t values_per_channel);
+
+/// Where `BatchNormReLUFunction` leaves the batch statistics for the running-statistics update.
+struct BatchNormReLUStatistics {
+  torch::Tensor mean, var;
+};
+
+/// Autograd function over the fused kernels: inputs x, weight, bias. Double backward (a graph
+/// built during backward) differentiates the same computation written with LibTorch's ops.
 class BatchNormReLUFunction : public torch::autograd::Function<BatchNormReLUFunction> {
  public:
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& input,
                                const torch::Tensor& weight, const torch::Tensor& bias, double eps,
-                               torch::Tensor stats) {
-    const auto x = input.contiguous();
-    const auto w = weight.contiguous();
-    const auto b = bias.contiguous();
-    auto y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
-    const auto layout = channel_layout(x);
-    float* s = stats.data_ptr<float>();
-    batch_norm_relu_forward_cpu(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
-                                y.data_ptr<float>(), s, s + layout.c, s + 2 * layout.c, layout,
-                                eps);
-    ctx->save_for_backward({input, weight, bias, stats});
-    ctx->saved_data["eps"] = eps;
-    return y;
-  }
-
+                               BatchNormReLUStatistics* statistics);
   static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
-                                                 torch::autograd::variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const auto& input = saved[0];
-    const auto& weight = saved[1];
-    const auto& bias = saved[2];
-    if (!grads[0].defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor(),
-                                     torch::Tensor(), torch::Tensor()};
-    if (torch::GradMode::is_enabled()) {
-      // create_graph: differentiate the same computation written with LibTorch's own ops, so
-      // that higher derivatives (gradient penalties) are right.
-      const double eps = ctx->saved_data["eps"].toDouble();
-      auto again =
-          torch::relu(torch::batch_norm(input, weight, bias, {}, {}, true, 0.0, eps, false));
-      torch::autograd::variable_list wrt;
-      std::vector<size_t> index;
-      for (size_t i = 0; i < 3; ++i) {
-        const auto& t = saved[i];
-        if (ctx->needs_input_grad(i) && t.requires_grad()) {
-          wrt.push_back(t);
-          index.push_back(i);
-        }
-      }
-      torch::autograd::variable_list out(5);
-      if (wrt.empty()) return out;
-      auto g = torch::autograd::grad({again}, wrt, {grads[0]}, true, true, true);
-      for (size_t k = 0; k < index.size(); ++k) out[index[k]] = g[k];
-      return out;
-    }
-    const auto x = input.contiguous();
-    const auto w = weight.contiguous();
-    const auto b = bias.contiguous();
-    const auto layout = channel_layout(x);
-    const float* stats = saved[3].data_ptr<float>();
-    auto dy = grads[0].contiguous();
-    const bool need_x = ctx->needs_input_grad(0);
-    auto dx = need_x ? torch::empty_like(x) : torch::Tensor();
-    auto dw = torch::empty_like(w);
-    auto db = torch::empty_like(b);
-    batch_norm_relu_backward_cpu(dy.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
-                                 b.data_ptr<float>(), stats, stats + layout.c,
-                                 need_x ? dx.data_ptr<float>() : nullptr, dw.data_ptr<float>(),
-                                 db.data_ptr<float>(), layout);
-    return {dx, ctx->needs_input_grad(1) ? dw : torch::Tensor(),
-            ctx->needs_input_grad(2) ? db : torch::Tensor(), torch::Tensor(), torch::Tensor()};
-  }
+                                                 torch::autograd::variable_list grads);
 };
 }  // namespace detail
 
@@ -150,24 +131,6 @@ inline bool uses_fused_batch_norm(const torch::Tensor& x, const torch::nn::Batch
 /// relu(norm(x)) for a `BatchNorm2d` `norm`, with the running statistics and num_batches_tracked
 /// updated exactly as `norm->forward(x)` does (momentum, or the cumulative average when the
 /// momentum is unset; the running variance uses the unbiased batch variance).
-inline torch::Tensor batch_norm_relu(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& norm) {
-  if (!uses_fused_batch_norm(x, norm)) {
-    auto normalized = norm.forward(x);
-    return torch::relu_(normalized);
-  }
-  const auto& o = norm.options;
-  const int64_t channels = x.size(1);
-  auto stats = torch::empty({3, channels}, x.options().requires_grad(false));
-  auto y = detail::BatchNormReLUFunction::apply(x, norm.weight, norm.bias, o.eps(), stats);
-  torch::NoGradGuard no_grad;
-  norm.num_batches_tracked += 1;
-  const double momentum = o.momentum().has_value()
-                              ? *o.momentum()
-                              : 1.0 / norm.num_batches_tracked.item<double>();
-  const double count = static_cast<double>(x.numel() / channels);
-  norm.running_mean.mul_(1.0 - momentum).add_(stats[0], momentum);
-  norm.running_var.mul_(1.0 - momentum).add_(stats[2], momentum * count / (count - 1.0));
-  return y;
-}
+torch::Tensor batch_norm_relu(const torch::Tensor& x, torch::nn::BatchNorm2dImpl& norm);
 
 }  // namespace sedensenet

@@ -14,13 +14,16 @@
 /// outputs (they are part of the block's output) and conv1's output (the output of the first
 /// function, needed by the second). The backward pass recomputes the rest from those.
 ///
-/// Exactness: the forward runs the kernels of the standard layer (so outputs and the BatchNorm
-/// running statistics, updated once per forward, are identical) and keeps the per-channel batch
-/// mean and inverse standard deviation (a few floats per channel). The backward recomputes the
-/// normalised activation from those in one fused pass (no reduction, no running statistics, so
-/// the statistics are never touched twice, unlike the Python reference's checkpoint) and applies
-/// the convolution's backward directly with `convolution_backward`, without running the
-/// convolution again.
+/// Exactness: the forward keeps the per-channel batch mean and inverse standard deviation (a few
+/// floats per channel) and updates the BatchNorm running statistics once. The backward recomputes
+/// the activation from those (no reduction, no running statistics, so the statistics are never
+/// touched twice, unlike the Python reference's checkpoint) and applies the convolution's
+/// backward directly with `convolution_backward`, without running the convolution again.
+/// The recomputed activation, and so the ReLU mask the backward uses, is bit for bit the one the
+/// forward produced: where the fused kernels apply (float32 CPU training) forward, recompute and
+/// backward are the fused kernels of the standard layer (`batch_norm_relu`), so efficient and
+/// standard layers compute the same function with the same rounding; elsewhere (LibTorch's batch
+/// norm: fused kernels off, float64, CUDA) the forward keeps its ReLU mask, one bit per element.
 ///
 /// These are implementation details of `DenseLayer`; use `DenseLayerOptions::memory` or
 /// `DenseNetOptions::memory` to turn them on.
@@ -31,6 +34,8 @@
 #include <torch/types.h>
 
 #include <ATen/ATen.h>
+
+#include "sedensenet/nn/batch_norm_relu.hpp"
 
 #include <array>
 #include <variant>
@@ -114,21 +119,71 @@ inline torch::Tensor normalize_relu(const torch::Tensor& x, const torch::Tensor&
   return at::relu_(normalized);
 }
 
+/// The ReLU mask `activated > 0` packed eight elements to a byte, with LibTorch's ops (any
+/// device): 1/32 of the activation's float32 bytes.
+inline torch::Tensor pack_relu_mask(const torch::Tensor& activated) {
+  auto bits = activated.gt(0).flatten();
+  const int64_t n = bits.numel();
+  if (n % 8 != 0) bits = torch::cat({bits, torch::zeros({8 - n % 8}, bits.options())});
+  const auto place = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, torch::kUInt8).to(bits.device());
+  return bits.view({-1, 8}).to(torch::kUInt8).mul_(place).sum(1, false, torch::kUInt8);
+}
+
+/// The boolean mask, of `like`'s shape, that `pack_relu_mask` packed.
+inline torch::Tensor unpack_relu_mask(const torch::Tensor& packed, const torch::Tensor& like) {
+  const auto place = torch::tensor({1, 2, 4, 8, 16, 32, 64, 128}, torch::kUInt8).to(packed.device());
+  return packed.unsqueeze(1).bitwise_and(place).ne(0).flatten().narrow(0, 0, like.numel())
+      .view(like.sizes());
+}
+
+/// relu(norm(x)) in training mode, with the statistics it used and the running statistics
+/// updated once (as `norm->forward`). How the backward gets the forward's ReLU mask exactly:
+/// - fused kernels (`uses_fused_batch_norm`: float32 CPU training): the same kernels as a standard
+///   layer; the backward recomputes the mask with the forward's arithmetic. `mask` is undefined.
+/// - elsewhere (LibTorch's batch norm, whose rounding depends on how LibTorch was built, so a
+///   recomputation cannot be trusted to land on the same side of zero): the output is LibTorch's,
+///   as in a standard layer, and `mask` keeps its ReLU mask, one bit per element.
+struct NormReLUStep {
+  torch::Tensor output;
+  torch::Tensor mean;
+  torch::Tensor invstd;
+  torch::Tensor mask;  ///< packed ReLU mask (`pack_relu_mask`); undefined on the fused path
+};
+
+inline NormReLUStep norm_relu_training_forward(torch::nn::BatchNorm2dImpl& norm,
+                                               const torch::Tensor& x) {
+  if (uses_fused_batch_norm(x, norm)) {
+    auto step = fused_norm_relu_forward(x, norm.weight, norm.bias, norm.options.eps());
+    update_running_statistics(norm, step.mean, step.var, x.numel() / x.size(1));
+    return {step.output, step.mean, step.invstd, torch::Tensor()};
+  }
+  auto bn = batch_norm_training_forward(norm, x);
+  auto activated = torch::relu_(bn.output);
+  auto mask = pack_relu_mask(activated);
+  return {activated, bn.mean, bn.invstd, mask};
+}
+
 /// Back-propagates `grad_out` through conv(relu(batch_norm(x))), recomputing the activation from
 /// the saved statistics and applying the convolution's backward directly (no second forward of
-/// the convolution). Returns {grad_x, grad_norm_weight, grad_norm_bias, grad_conv_weight};
+/// the convolution). `packed_mask`: the forward's ReLU mask (`NormReLUStep::mask`), undefined on
+/// the fused path. Returns {grad_x, grad_norm_weight, grad_norm_bias, grad_conv_weight};
 /// entries not asked for in `needs` ({x, norm weight, norm bias, conv weight}) are undefined.
 inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
     torch::autograd::AutogradContext* ctx, const torch::Tensor& grad_out, const torch::Tensor& x,
     const torch::Tensor& norm_weight, const torch::Tensor& norm_bias, const torch::Tensor& mean,
-    const torch::Tensor& invstd, const torch::Tensor& conv_weight, std::array<bool, 4> needs) {
+    const torch::Tensor& invstd, const torch::Tensor& packed_mask, const torch::Tensor& conv_weight,
+    std::array<bool, 4> needs) {
   const double eps = ctx->saved_data["eps"].toDouble();
   const auto stride = ctx->saved_data["stride"].toIntVector();
   const auto padding = ctx->saved_data["padding"].toIntVector();
   const auto dilation = ctx->saved_data["dilation"].toIntVector();
   const int64_t groups = ctx->saved_data["groups"].toInt();
+  const bool fused = !packed_mask.defined();
 
-  auto activated = normalize_relu(x, norm_weight, norm_bias, mean, invstd);
+  // The activation, for the convolution's weight gradient: on the fused path bit for bit the
+  // forward's; elsewhere equal to it up to rounding (the ReLU's mask comes from `packed_mask`).
+  auto activated = fused ? fused_norm_relu_recompute(x, norm_weight, norm_bias, mean, invstd)
+                         : normalize_relu(x, norm_weight, norm_bias, mean, invstd);
 
   const bool need_activation_grad = needs[0] || needs[1] || needs[2];
   auto [grad_activated, grad_conv_weight, unused_bias_grad] = at::convolution_backward(
@@ -139,12 +194,21 @@ inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
 
   std::array<torch::Tensor, 4> grads;
   grads[3] = needs[3] ? grad_conv_weight : torch::Tensor();
-  if (need_activation_grad) {
-    // The ReLU's backward in place (the activation's gradient is not needed afterwards), then
-    // release the activation before the batch-norm backward allocates: the backward's transient
-    // peak is three tensors of the layer input's size instead of four.
-    auto& grad_normalized = at::threshold_backward_out(grad_activated, grad_activated, activated, 0);
+  if (need_activation_grad && fused) {
+    // The fused backward applies the forward's ReLU mask (recomputed from x) itself.
     activated = torch::Tensor();
+    auto [grad_x, grad_weight, grad_bias] = fused_norm_relu_backward(
+        grad_activated, x, norm_weight, norm_bias, mean, invstd, needs[0]);
+    grads[0] = needs[0] ? grad_x : torch::Tensor();
+    grads[1] = needs[1] ? grad_weight : torch::Tensor();
+    grads[2] = needs[2] ? grad_bias : torch::Tensor();
+  } else if (need_activation_grad) {
+    // The ReLU's backward in place with the forward's mask (the activation's gradient is not
+    // needed afterwards), after releasing the activation, before the batch-norm backward
+    // allocates: the backward's transient peak is three tensors of the layer input's size.
+    activated = torch::Tensor();
+    auto& grad_normalized =
+        grad_activated.masked_fill_(unpack_relu_mask(packed_mask, grad_activated).logical_not(), 0);
     auto [grad_x, grad_weight, grad_bias] = at::native_batch_norm_backward(
         grad_normalized, x, norm_weight, /*running_mean=*/{}, /*running_var=*/{}, mean, invstd,
         /*train=*/true, eps, {needs[0], needs[1], needs[2]});
@@ -171,14 +235,15 @@ struct BottleneckInputFunction : public torch::autograd::Function<BottleneckInpu
     std::vector<int64_t> channels;
     channels.reserve(features.size());
     for (const auto& f : features) channels.push_back(f.size(1));
-    torch::Tensor out, mean, invstd;
+    torch::Tensor out, mean, invstd, mask;
     {
       // Temporaries die at the end of this scope: only `out` and the statistics survive.
       auto x = features.size() == 1 ? features[0] : torch::cat(features, 1);
-      auto bn = batch_norm_training_forward(*modules.norm, x);  // running statistics: once
-      mean = bn.mean;
-      invstd = bn.invstd;
-      out = modules.conv->forward(torch::relu_(bn.output));
+      auto step = norm_relu_training_forward(*modules.norm, x);  // running statistics: once
+      mean = step.mean;
+      invstd = step.invstd;
+      mask = step.mask;
+      out = modules.conv->forward(step.output);
     }
     std::vector<torch::Tensor> saved(features.begin(), features.end());
     saved.push_back(norm_weight);
@@ -186,6 +251,7 @@ struct BottleneckInputFunction : public torch::autograd::Function<BottleneckInpu
     saved.push_back(conv_weight);
     saved.push_back(mean);
     saved.push_back(invstd);
+    saved.push_back(mask);
     ctx->save_for_backward(saved);
     ctx->saved_data["channels"] = channels;
     ctx->saved_data["eps"] = modules.norm->options.eps();
@@ -211,7 +277,8 @@ struct BottleneckInputFunction : public torch::autograd::Function<BottleneckInpu
 
     auto x = n == 1 ? features[0] : torch::cat(features, 1);
     auto grads = norm_relu_conv_backward(ctx, grad_outputs[0], x, norm_weight, norm_bias,
-                                         saved[n + 3], saved[n + 4], conv_weight, needs);
+                                         saved[n + 3], saved[n + 4], saved[n + 5], conv_weight,
+                                         needs);
     x = torch::Tensor();
 
     // One slot per forward argument; the last (the modules) is not a tensor and gets none.
@@ -236,9 +303,10 @@ struct BottleneckOutputFunction : public torch::autograd::Function<BottleneckOut
                                const torch::Tensor& bottleneck, const torch::Tensor& norm_weight,
                                const torch::Tensor& norm_bias, const torch::Tensor& conv_weight,
                                NormConvModules modules) {
-    auto bn = batch_norm_training_forward(*modules.norm, bottleneck);  // running stats: once
-    auto out = modules.conv->forward(torch::relu_(bn.output));
-    ctx->save_for_backward({bottleneck, norm_weight, norm_bias, conv_weight, bn.mean, bn.invstd});
+    auto step = norm_relu_training_forward(*modules.norm, bottleneck);  // running stats: once
+    auto out = modules.conv->forward(step.output);
+    ctx->save_for_backward(
+        {bottleneck, norm_weight, norm_bias, conv_weight, step.mean, step.invstd, step.mask});
     ctx->saved_data["eps"] = modules.norm->options.eps();
     save_conv_geometry(ctx, *modules.conv);
     return out;
@@ -251,7 +319,7 @@ struct BottleneckOutputFunction : public torch::autograd::Function<BottleneckOut
     const std::array<bool, 4> needs = {ctx->needs_input_grad(0), ctx->needs_input_grad(1),
                                        ctx->needs_input_grad(2), ctx->needs_input_grad(3)};
     auto grads = norm_relu_conv_backward(ctx, grad_outputs[0], saved[0], saved[1], saved[2],
-                                         saved[4], saved[5], saved[3], needs);
+                                         saved[4], saved[5], saved[6], saved[3], needs);
     return {grads[0], grads[1], grads[2], grads[3], /*modules=*/torch::Tensor()};
   }
 };
