@@ -67,3 +67,13 @@ TEST_CASE("Fuzz seeds and regressions: state-dict loading", "[fuzz][io]") {
 TEST_CASE("Fuzz seeds and regressions: JSON configuration", "[fuzz][io]") {
   CHECK(replay("config", sedensenet::fuzz::config) >= 4);
 }
+
+TEST_CASE("Fuzz seeds and regressions: checkpoint loading", "[fuzz][io]") {
+  CHECK(replay("checkpoint", sedensenet::fuzz::checkpoint) >= 8);
+  // The real checkpoints among the seeds load as models.
+  for (const char* name : {"best.pt", "last.pt"}) {
+    const auto file = fs::path(SEDENSENET_TEST_FUZZ_DIR) / "corpus" / "checkpoint" / name;
+    INFO(file.string());
+    CHECK(sedensenet::io::load_trained_model(file).model->parameters().size() > 0);
+  }
+}

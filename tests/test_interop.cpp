@@ -151,7 +151,7 @@ TEST_CASE("Files that are not state dicts give clear errors", "[interop][errors]
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), {});
   std::ofstream(dir / "cut.pt", std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 2));
   REQUIRE_THROWS_WITH(io::load_state_dict(*net, dir / "cut.pt"), Contains("cut.pt") && Contains("damaged"));
-  // A SEDenseNet training checkpoint is not a PyTorch state dict.
+  // A LibTorch archive (TorchScript: SEDenseNet 0.1's checkpoints) is not a PyTorch state dict.
   torch::serialize::OutputArchive archive;
   net->save(archive);
   archive.save_to((dir / "archive.pt").string());

@@ -9,6 +9,7 @@
 #include <optional>
 #include <tuple>
 
+#include "sedensenet/io/checkpoint_file.hpp"
 #include "sedensenet/nn.hpp"
 #include "sedensenet/train.hpp"
 #include "support/image_tree.hpp"
@@ -112,10 +113,7 @@ TEST_CASE("The model ends with the weights of the best test accuracy", "[trainer
   CHECK(trainer.evaluate(test).accuracy == result.best_accuracy);
   // best.pt holds the same weights.
   auto reloaded = tiny_net();
-  torch::serialize::InputArchive archive, model;
-  archive.load_from((dir / "best.pt").string());
-  archive.read("model", model);
-  reloaded->load(model);
+  io::load_module_tensors(*reloaded, io::read_checkpoint_file(dir / "best.pt").model, "best.pt");
   CHECK(same_parameters(*reloaded, *net));
 }
 
@@ -162,10 +160,7 @@ TEST_CASE("An interrupted and resumed run ends with the weights of an uninterrup
   // And the last.pt of both runs holds identical weights (the state after epoch 3).
   auto load_last = [](const fs::path& p) {
     auto net = tiny_net(3, 0.2);
-    torch::serialize::InputArchive archive, model;
-    archive.load_from(p.string());
-    archive.read("model", model);
-    net->load(model);
+    io::load_module_tensors(*net, io::read_checkpoint_file(p).model, p.string());
     return net;
   };
   auto last_a = load_last(dir / "straight" / "last.pt");
@@ -263,17 +258,11 @@ TEST_CASE("A NaN loss stops the run naming the epoch and batch and last.pt keeps
                                           Contains("Lower the learning rate"));
   }
   REQUIRE(after_epoch_1);
-  torch::serialize::InputArchive archive, saved_model;
-  archive.load_from((dir / "last.pt").string());
-  c10::IValue state;
-  archive.read("state", state);
-  CHECK(nlohmann::json::parse(state.toStringRef()).at("epoch").get<int64_t>() == 1);
-  archive.read("model", saved_model);
-  auto reloaded = tiny_net();
-  torch::serialize::InputArchive net_archive;
-  saved_model.read("net", net_archive);
-  reloaded->load(net_archive);
-  CHECK(same_parameters(*reloaded, *after_epoch_1));
+  const auto last = io::read_checkpoint_file(dir / "last.pt");
+  CHECK(last.state.at("epoch").get<int64_t>() == 1);
+  Poisoned reloaded(tiny_net(), 6);
+  io::load_module_tensors(*reloaded, last.model, "last.pt");
+  CHECK(same_parameters(*reloaded->net, *after_epoch_1));
 }
 
 TEST_CASE("The run folder holds config, history, checkpoints, metrics and plots",

@@ -10,6 +10,7 @@
 
 #include "sedensenet/data.hpp"
 #include "sedensenet/io/archive.hpp"
+#include "sedensenet/io/checkpoint_file.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/io/model_config.hpp"
 #include "sedensenet/io/pickle.hpp"

@@ -3,7 +3,9 @@
 /// Training: options, the Trainer, metrics, history, progress output.
 
 #include "sedensenet/train/history.hpp"
+#include "sedensenet/train/legacy_checkpoint.hpp"
 #include "sedensenet/train/metrics.hpp"
+#include "sedensenet/train/optimizer_state.hpp"
 #include "sedensenet/train/options.hpp"
 #include "sedensenet/train/progress.hpp"
 #include "sedensenet/train/schedule.hpp"

@@ -15,6 +15,7 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -77,13 +78,45 @@ void apply_json_defaults(CLI::App* command, const json& values, const std::strin
 }
 
 json read_json_file(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw UsageError("config file " + path + " cannot be opened");
+  std::string text;
   try {
-    return json::parse(in);
-  } catch (const json::parse_error& e) {
-    throw UsageError("config file " + path + " is not valid JSON: " + e.what());
+    text = sedensenet::io::read_regular_file(path);
+  } catch (const std::exception& e) {
+    throw UsageError("config file " + sedensenet::error_message(e));
   }
+  try {
+    return sedensenet::util::parse_json(text, "config file " + path);
+  } catch (const std::exception& e) {
+    throw UsageError(sedensenet::error_message(e));
+  }
+}
+
+/// Every integer option of `app` and its subcommands rejects a value its type cannot hold
+/// ("--epochs 99999999999999999999") instead of saturating it.
+void reject_integer_overflow(CLI::App& app) {
+  for (CLI::Option* option : app.get_options()) {
+    // The type name carries validator descriptions after a colon ("INT:NONNEGATIVE").
+    const std::string type = option->get_type_name();
+    const bool is_unsigned = type.rfind("UINT", 0) == 0;
+    if (!is_unsigned && type.rfind("INT", 0) != 0) continue;
+    option->check(CLI::Validator(
+        [is_unsigned](std::string& value) -> std::string {
+          const char* first = value.data();
+          const char* last = value.data() + value.size();
+          std::errc ec;
+          if (is_unsigned) {
+            uint64_t v = 0;
+            ec = std::from_chars(first, last, v).ec;
+          } else {
+            int64_t v = 0;
+            ec = std::from_chars(first, last, v).ec;
+          }
+          if (ec == std::errc::result_out_of_range) return "the value " + value + " is out of range";
+          return std::string();
+        },
+        ""));
+  }
+  for (CLI::App* sub : app.get_subcommands({})) reject_integer_overflow(*sub);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -154,8 +187,8 @@ void add_train(CLI::App& app, TrainArgs& a) {
                 "warm-up, label smoothing) or reference (Adam 1e-4, constant)")
       ->check(CLI::IsMember({"recommended", "reference"}))
       ->capture_default_str();
-  t->add_option("--epochs", a.epochs, "passes over the training data")->check(CLI::PositiveNumber)->capture_default_str();
-  t->add_option("--batch-size", a.batch_size, "images per batch")->check(CLI::PositiveNumber)->capture_default_str();
+  t->add_option("--epochs", a.epochs, "passes over the training data")->check(CLI::Range(int64_t{1}, int64_t{100000}))->capture_default_str();
+  t->add_option("--batch-size", a.batch_size, "images per batch")->check(CLI::Range(int64_t{1}, int64_t{65536}))->capture_default_str();
   t->add_option("--lr", a.lr, "peak learning rate (default: the recipe's)")->check(CLI::PositiveNumber);
   t->add_option("--optimizer", a.optimizer, "adam, adamw or sgd (default: the recipe's)")
       ->check(CLI::IsMember({"adam", "adamw", "sgd"}));
@@ -170,7 +203,7 @@ void add_train(CLI::App& app, TrainArgs& a) {
   t->add_option("--mixup", a.mixup, "MixUp alpha (0 = off)")->check(CLI::NonNegativeNumber);
   t->add_option("--cutmix", a.cutmix, "CutMix alpha (0 = off)")->check(CLI::NonNegativeNumber);
   t->add_option("--early-stopping", a.early_stopping, "stop after this many epochs without a better test accuracy (0 = off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Range(int64_t{0}, int64_t{100000}));
   t->add_option("--image-size", a.image_size, "images are resized to size x size")->check(CLI::Range(8, 4096))->capture_default_str();
   t->add_option("--augment", a.augment,
                 "training augmentation: none, flip (random horizontal flip), reference (flip + padded "
@@ -187,7 +220,7 @@ void add_train(CLI::App& app, TrainArgs& a) {
   t->add_option("--memory", a.memory, "dense layers: standard, efficient or efficient_input_only")
       ->check(CLI::IsMember({"standard", "efficient", "efficient_input_only"}))
       ->capture_default_str();
-  t->add_option("--se-reduction", a.se_reduction, "SE reduction ratio (0 = no SE)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  t->add_option("--se-reduction", a.se_reduction, "SE reduction ratio (0 = no SE)")->check(CLI::Range(int64_t{0}, int64_t{65536}))->capture_default_str();
   t->add_option("--drop-rate", a.drop_rate, "dropout after each dense layer")->check(CLI::Range(0.0, 0.99));
   t->add_option("--seed", a.seed, "seed of initialisation, data order and augmentation");
   t->add_flag("--cache", a.cache, "keep decoded images in memory (small datasets)");
@@ -258,6 +291,8 @@ data::TransformPtr train_transform(const std::string& augment, int64_t size,
 /// naming it, before deciding whether it is a run checkpoint or a state dict.
 void check_weights_file(const std::string& path) {
   if (!fs::exists(path)) throw UsageError("weights file " + path + " not found");
+  // A checkpoint (of any version) is checked by its own reader, which also explains old ones.
+  if (sedensenet::io::is_checkpoint_file(path)) return;
   sedensenet::io::read_verified_archive(path);
 }
 
@@ -304,6 +339,8 @@ int run_train(CLI::App* command, TrainArgs& a) {
   }
   if (a.data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA)");
   if (a.run_dir.empty()) a.run_dir = "runs/" + a.preset;
+  // The architecture first: an impossible one is reported before the data are scanned.
+  sedensenet::check_model_size(sedensenet::DenseNetOptions::preset(a.preset));
 
   // Distributed: as the launcher, start the workers; as a worker, join the process group.
   const bool launched = std::getenv("SEDENSENET_LAUNCHED") != nullptr;
@@ -533,8 +570,8 @@ struct ModelSource {
     command->add_option("--weights", weights, "best.pt or last.pt of a run folder, or a PyTorch "
                         "state dict file (torch.save(model.state_dict()); then give --preset)")->required();
     command->add_option("--preset", preset, "architecture of a PyTorch state dict file");
-    command->add_option("--image-size", image_size, "input size for a PyTorch state dict file (default: 32 CIFAR style, 224 ImageNet style)");
-    command->add_option("--se-reduction", se_reduction, "SE reduction of a PyTorch state dict file's model (0 = no SE, e.g. torchvision)")->capture_default_str();
+    command->add_option("--image-size", image_size, "input size for a PyTorch state dict file (default: 32 CIFAR style, 224 ImageNet style)")->check(CLI::Range(int64_t{0}, int64_t{4096}));
+    command->add_option("--se-reduction", se_reduction, "SE reduction of a PyTorch state dict file's model (0 = no SE, e.g. torchvision)")->check(CLI::Range(int64_t{0}, int64_t{65536}))->capture_default_str();
     command->add_option("--se-gate", se_gate, "SE gate of a PyTorch state dict file's model")
         ->check(CLI::IsMember({"sigmoid", "scaled_sigmoid"}))->capture_default_str();
     command->add_option("--class-names", class_names, "class names of a PyTorch state dict file's model, in label order")->delimiter(',');
@@ -747,7 +784,7 @@ int main(int argc, char** argv) {
   auto* evaluate = app.add_subcommand("evaluate", "metrics and confusion matrix of trained weights on an image folder");
   eval_args.model.add_options(evaluate);
   evaluate->add_option("data", eval_args.data_dir, "image folder (its test/ or val/ side if it has train/ and test/)")->required();
-  evaluate->add_option("--batch-size", eval_args.batch_size, "images per batch")->check(CLI::PositiveNumber);
+  evaluate->add_option("--batch-size", eval_args.batch_size, "images per batch")->check(CLI::Range(int64_t{1}, int64_t{65536}));
   evaluate->add_option("--workers", eval_args.workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
   evaluate->add_option("--threads", eval_args.threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
   evaluate->add_option("--output", eval_args.output, "also write the metrics as JSON to this file");
@@ -756,7 +793,7 @@ int main(int argc, char** argv) {
   auto* predict = app.add_subcommand("predict", "top-k classes for image files or folders");
   predict_args.model.add_options(predict);
   predict->add_option("inputs", predict_args.inputs, "image files and/or folders (searched recursively)")->required();
-  predict->add_option("--top-k", predict_args.top_k, "classes to show per image")->check(CLI::PositiveNumber);
+  predict->add_option("--top-k", predict_args.top_k, "classes to show per image")->check(CLI::Range(int64_t{1}, int64_t{100000}));
   predict->add_flag("--json", predict_args.as_json, "print JSON instead of text");
   predict->add_option("--threads", predict_args.threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
 
@@ -773,10 +810,21 @@ int main(int argc, char** argv) {
   auto* info = app.add_subcommand("info", "architecture summary: parameters, stage shapes, MACs");
   info->add_option("--preset", info_args.preset, "architecture (see train --help)")->capture_default_str();
   info->add_option("--weights", info_args.weights, "summarise the model of a checkpoint instead");
-  info->add_option("--image-size", info_args.image_size, "input size (default: 32 CIFAR style, 224 ImageNet style)");
-  info->add_option("--classes", info_args.classes, "number of classes")->check(CLI::PositiveNumber);
-  info->add_option("--se-reduction", info_args.se_reduction, "SE reduction ratio (0 = no SE)")->check(CLI::NonNegativeNumber);
+  info->add_option("--image-size", info_args.image_size, "input size (default: 32 CIFAR style, 224 ImageNet style)")->check(CLI::Range(int64_t{0}, int64_t{4096}));
+  info->add_option("--classes", info_args.classes, "number of classes")->check(CLI::Range(int64_t{1}, int64_t{1000000}));
+  info->add_option("--se-reduction", info_args.se_reduction, "SE reduction ratio (0 = no SE)")->check(CLI::Range(int64_t{0}, int64_t{65536}));
 
+  std::string convert_old, convert_new;
+  bool convert_trusted = false;
+  auto* convert = app.add_subcommand("convert-checkpoint", "convert a checkpoint of SEDenseNet 0.1 "
+                                     "(format version 1) that you trust to the current format");
+  convert->add_option("old", convert_old, "the old best.pt or last.pt")->required();
+  convert->add_option("new", convert_new, "the file to write (must not exist)")->required();
+  convert->add_flag("--trust-old-format", convert_trusted,
+                    "required: the old format is read through LibTorch's TorchScript loader, which "
+                    "runs code stored in the file; give it only for files you made or trust");
+
+  reject_integer_overflow(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -790,6 +838,17 @@ int main(int argc, char** argv) {
     if (app.got_subcommand("predict")) return run_predict(predict_args);
     if (app.got_subcommand("prepare")) return run_prepare(prepare_args);
     if (app.got_subcommand("info")) return run_info(info_args);
+    if (app.got_subcommand("convert-checkpoint")) {
+      if (!convert_trusted) {
+        throw UsageError("convert-checkpoint reads " + convert_old + " through LibTorch's "
+                         "TorchScript loader, which runs code stored in the file; if you made "
+                         "the file or trust its source, add --trust-old-format");
+      }
+      sedensenet::convert_legacy_checkpoint(convert_old, convert_new);
+      fmt::print("converted {} to {} (checkpoint format version {})\n", convert_old, convert_new,
+                 sedensenet::io::kCheckpointVersion);
+      return 0;
+    }
   } catch (const std::exception& e) {
     if (g_rank >= 0) {
       // A distributed worker: say which rank, and leave at once (a process group whose peers
@@ -799,6 +858,7 @@ int main(int argc, char** argv) {
       std::fflush(nullptr);
       std::_Exit(1);
     }
+    std::fflush(stdout);  // what was printed before comes first
     std::fprintf(stderr, "sedensenet: error: %s\n", sedensenet::error_message(e).c_str());
     return 1;
   }

@@ -87,6 +87,35 @@ inline int state_dict(const uint8_t* data, size_t size) {
   return 0;
 }
 
+/// Checkpoint loading, the whole `load_trained_model` path: the archive, our unpickler, the
+/// checkpoint format, the JSON run state, the recorded model (size-checked, then built when small
+/// enough for a fuzz iteration) and the weights loaded into it.
+inline int checkpoint(const uint8_t* data, size_t size) {
+  const std::string bytes(reinterpret_cast<const char*>(data), size);
+  io::CheckpointFile file;
+  try {
+    file = io::decode_checkpoint(bytes, "fuzz-input.pt");
+  } catch (const std::runtime_error&) {
+    return 0;  // refused with a message: the documented outcome
+  }
+  expect(file.state.is_object(), "the run state is an object");
+  for (const auto& [name, tensor] : file.model) expect(tensor.defined(), "defined tensors");
+  try {
+    const auto& metadata = file.state.value("metadata", nlohmann::json());
+    if (metadata.is_object() && metadata.contains("model")) {
+      const auto options = io::densenet_options_from_json(metadata.at("model"));
+      check_model_size(options);
+      if (estimated_parameters(options) > 2e6) return 0;  // valid, but too big to build per input
+    }
+    auto trained = io::trained_model_from(std::move(file), "fuzz-input.pt");
+    expect(trained.model->parameters().size() > 0, "a built model");
+  } catch (const c10::Error&) {
+  } catch (const std::runtime_error&) {
+  } catch (const nlohmann::json::exception&) {
+  }
+  return 0;
+}
+
 /// The JSON configuration the library reads back from run folders and config files: trainer
 /// options, model options (validated, never built), the input spec and the history.
 inline int config(const uint8_t* data, size_t size) {

@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "sedensenet/util/threads.hpp"
 #include "sedensenet/data/image.hpp"
 
 namespace sedensenet::data {
@@ -87,10 +88,7 @@ inline void write_split(const std::filesystem::path& dir, const torch::Tensor& i
       next = count;
     }
   };
-  std::vector<std::thread> pool;
-  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (auto& t : pool) t.join();
+  run_on_threads(threads, work);
   if (failure) std::rethrow_exception(failure);
 }
 }  // namespace detail
@@ -137,7 +135,7 @@ inline PreparedDataset prepare_fashion_mnist(const std::filesystem::path& out,
                 " exists and was not written by prepare_fashion_mnist; choose another folder or "
                 "remove it");
   }
-  const int workers = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int workers = thread_count(threads, "prepare threads");
   const auto partial = fs::path(out.string() + ".partial");
   fs::remove_all(partial, ec);
   auto write = [&](const char* split, const char* images_file, const char* labels_file,

@@ -14,6 +14,7 @@
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -22,6 +23,9 @@
 #include <utility>
 #include <vector>
 
+#include <sys/stat.h>
+
+#include "sedensenet/util/threads.hpp"
 #include "sedensenet/data/image.hpp"
 #include "sedensenet/data/rng.hpp"
 #include "sedensenet/data/transforms.hpp"
@@ -72,6 +76,7 @@ struct ScanSummary {
   int64_t images = 0;            ///< files with an image extension
   int64_t hidden_ignored = 0;    ///< hidden files and folders (names starting with '.')
   int64_t other_ignored = 0;     ///< files with another extension
+  int64_t folders_repeated = 0;  ///< folders reached again through a link (read once, see list_images)
   std::vector<BadFile> bad;      ///< files removed by `validate` under the skip policy
 };
 
@@ -101,11 +106,22 @@ inline bool is_dir(const std::filesystem::path& p) {
   return std::filesystem::is_directory(p, ec);
 }
 
+/// The identity of the directory at `p` after following links: (device, inode).
+inline std::optional<std::pair<uint64_t, uint64_t>> directory_identity(const std::filesystem::path& p) {
+  struct ::stat st {};
+  if (::stat(p.c_str(), &st) != 0) return std::nullopt;
+  return std::make_pair(static_cast<uint64_t>(st.st_dev), static_cast<uint64_t>(st.st_ino));
+}
+
 /// Image files under `dir`, recursively (following links), in torchvision's order: by folder
-/// path, then by file name.
+/// path, then by file name. Each real folder (device and inode) is read once: a folder reached
+/// again through a link, a link loop of any shape among them, is skipped at once and counted in
+/// `summary.folders_repeated`, where torchvision would read it again (or loop).
 inline std::vector<std::filesystem::path> list_images(const std::filesystem::path& dir,
                                                       ScanSummary& summary) {
   std::vector<std::pair<std::string, std::string>> found;  // (folder, file name)
+  std::set<std::pair<uint64_t, uint64_t>> visited;
+  if (auto id = directory_identity(dir)) visited.insert(*id);
   std::error_code ec;
   auto options = std::filesystem::directory_options::follow_directory_symlink |
                  std::filesystem::directory_options::skip_permission_denied;
@@ -119,7 +135,14 @@ inline std::vector<std::filesystem::path> list_images(const std::filesystem::pat
       if (it->is_directory(ec)) it.disable_recursion_pending();
       continue;
     }
-    if (it->is_directory(ec)) continue;
+    if (it->is_directory(ec)) {
+      const auto id = directory_identity(path);
+      if (!id || !visited.insert(*id).second) {
+        ++summary.folders_repeated;
+        it.disable_recursion_pending();
+      }
+      continue;
+    }
     if (image_extensions().count(lower_extension(path)) == 0) {
       ++summary.other_ignored;
       continue;
@@ -251,11 +274,7 @@ class ImageFolder : public torch::data::datasets::Dataset<ImageFolder> {
         }
       }
     };
-    const int count = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    std::vector<std::thread> pool;
-    for (int t = 1; t < count; ++t) pool.emplace_back(work);
-    work();
-    for (auto& t : pool) t.join();
+    run_on_threads(thread_count(threads, "validation threads"), work);
 
     std::vector<BadFile> bad;
     std::vector<Sample> kept;

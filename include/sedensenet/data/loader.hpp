@@ -28,6 +28,7 @@
 #include "sedensenet/data/image_folder.hpp"
 #include "sedensenet/data/rng.hpp"
 #include "sedensenet/data/transforms.hpp"
+#include "sedensenet/util/threads.hpp"
 
 namespace sedensenet::data {
 
@@ -100,12 +101,12 @@ class ImageLoader {
   ImageLoader(ImageFolder dataset, TransformPtr transform, LoaderOptions options = {})
       : dataset_(std::make_shared<ImageFolder>(std::move(dataset))),
         transform_(std::move(transform)), options_(std::move(options)) {
-    TORCH_CHECK(options_.batch_size() >= 1, "LoaderOptions: batch_size must be >= 1, got ",
+    TORCH_CHECK(options_.batch_size() >= 1 && options_.batch_size() <= kMaxBatchSize,
+                "LoaderOptions: batch_size must be in [1, ", kMaxBatchSize, "], got ",
                 options_.batch_size());
-    TORCH_CHECK(options_.workers() >= 0, "LoaderOptions: workers must be >= 0 (0 = one per "
-                "core), got ", options_.workers());
-    TORCH_CHECK(options_.prefetch() >= 1, "LoaderOptions: prefetch must be >= 1, got ",
-                options_.prefetch());
+    worker_count_ = thread_count(options_.workers(), "loader workers");
+    TORCH_CHECK(options_.prefetch() >= 1 && options_.prefetch() <= 64,
+                "LoaderOptions: prefetch must be in [1, 64], got ", options_.prefetch());
     TORCH_CHECK(dataset_->size().value() > 0, "ImageLoader: the dataset is empty");
     const size_t n = dataset_->size().value();
     bad_ = std::vector<std::atomic<bool>>(n);
@@ -156,11 +157,11 @@ class ImageLoader {
     std::lock_guard<std::mutex> lock(mutex_);
     return bad_files_;
   }
-  /// Worker threads an epoch uses.
-  int64_t worker_count() const {
-    return options_.workers() > 0 ? options_.workers()
-                                  : static_cast<int64_t>(std::max(1u, std::thread::hardware_concurrency()));
-  }
+  /// Worker threads an epoch uses (`LoaderOptions::workers`, 0 = one per core, at most
+  /// `max_threads()`).
+  int64_t worker_count() const { return worker_count_; }
+  /// The largest batch a loader makes.
+  static constexpr int64_t kMaxBatchSize = int64_t{1} << 20;
 
  private:
   size_t usable_count() const {
@@ -233,6 +234,7 @@ class ImageLoader {
   std::shared_ptr<ImageFolder> dataset_;
   TransformPtr transform_;
   LoaderOptions options_;
+  int64_t worker_count_ = 1;
   std::vector<std::atomic<bool>> bad_;
   std::vector<torch::Tensor> cache_;
   std::vector<BadFile> bad_files_;
@@ -264,7 +266,18 @@ class ImageLoader::Epoch {
     }
     consumed_ = next_batch_ = std::min(plan_.size(), static_cast<size_t>(first_batch));
     capacity_ = static_cast<size_t>(loader.worker_count() * options.prefetch());
-    for (int64_t w = 0; w < loader.worker_count(); ++w) workers_.emplace_back([this] { work(); });
+    for (int64_t w = 0; w < loader.worker_count(); ++w) {
+      try {
+        workers_.emplace_back([this] { work(); });
+      } catch (const std::system_error& e) {
+        // At the system's thread limit: the workers that started share the epoch.
+        if (workers_.empty()) {
+          TORCH_CHECK(false, "the loader cannot start a worker thread (", e.what(), "); the system "
+                      "is at its thread limit: use fewer workers");
+        }
+        break;
+      }
+    }
   }
 
   Epoch(Epoch&& other) = delete;

@@ -193,11 +193,23 @@ inline std::vector<ArchiveRecord> list_archive(const uint8_t* data, size_t size,
   return records;
 }
 
-/// Checks the archive in `data` (see the file comment): every record inside the file, every
-/// stored record matching its CRC-32. Throws `FileError` naming `name`, the record and what to do.
-inline void verify_archive(const uint8_t* data, size_t size, const std::filesystem::path& name) {
-  for (const auto& record : list_archive(data, size, name)) {
-    if (record.method != 0) continue;  // compressed records are checked by the decompressor
+/// Checks the archive in `data` (see the file comment) and returns its records: every record
+/// inside the file, stored uncompressed (as torch.save and LibTorch write them: a compressed
+/// record is refused, so nothing is ever inflated), and matching its CRC-32. Throws `FileError`
+/// naming `name`, the record and what to do. `allow_compressed` is for LibTorch's own archives
+/// (SEDenseNet 0.1 checkpoints, which deflate their TorchScript code), read only when trusted.
+inline std::vector<ArchiveRecord> verify_archive(const uint8_t* data, size_t size,
+                                                 const std::filesystem::path& name,
+                                                 bool allow_compressed = false) {
+  auto records = list_archive(data, size, name);
+  for (const auto& record : records) {
+    if (record.method != 0 && allow_compressed) continue;  // left to the trusted reader
+    if (record.method != 0) {
+      throw FileError(name, "record '" + record.name + "' is compressed (zip method " +
+                                std::to_string(record.method) + "); PyTorch writes its records "
+                                "uncompressed, so this file was not written by torch.save or "
+                                "SEDenseNet");
+    }
     const uint32_t actual = crc32(data + record.data_offset, static_cast<size_t>(record.size));
     if (actual != record.crc) {
       char hex[64];
@@ -207,14 +219,16 @@ inline void verify_archive(const uint8_t* data, size_t size, const std::filesyst
                                 "copy, e.g. the run's other checkpoint");
     }
   }
+  return records;
 }
 
 /// Reads the file at `path` and verifies it (`verify_archive`); returns its bytes, ready for
 /// `InputArchive::load_from(bytes.data(), bytes.size())`. Throws `FileError` naming the file.
-inline std::string read_verified_archive(const std::filesystem::path& path) {
-  if (!std::filesystem::exists(path)) throw FileError(path, "file not found");
-  std::string bytes = read_text_file(path);
-  verify_archive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path);
+inline std::string read_verified_archive(const std::filesystem::path& path,
+                                         bool allow_compressed = false) {
+  std::string bytes = read_regular_file(path);
+  verify_archive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path,
+                 allow_compressed);
   return bytes;
 }
 

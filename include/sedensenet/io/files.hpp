@@ -134,4 +134,20 @@ inline std::string read_text_file(const std::filesystem::path& path) {
   return os.str();
 }
 
+/// The whole of a regular file (after following links) as a string. A folder, a device, a FIFO or
+/// a missing file is refused with a `FileError` that says what the path is, so that a mistyped
+/// path never blocks on a pipe or reads as "empty".
+inline std::string read_regular_file(const std::filesystem::path& path) {
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) throw FileError(path, "file not found");
+  if (std::filesystem::is_directory(status)) {
+    throw FileError(path, "is a folder, not a file (give the file inside it, e.g. best.pt)");
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    throw FileError(path, "is not a regular file (a device, pipe or socket)");
+  }
+  return read_text_file(path);
+}
+
 }  // namespace sedensenet::io

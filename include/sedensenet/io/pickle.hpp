@@ -6,8 +6,6 @@
 /// pickle itself: the opcodes torch.save emits, with a value model of None, bool, int, float,
 /// string, tuple, list, dict and tensor, and the few callables state dicts use.
 
-#include <caffe2/serialize/inline_container.h>
-#include <caffe2/serialize/istream_adapter.h>
 #include <torch/types.h>
 
 #include "sedensenet/io/archive.hpp"
@@ -38,6 +36,11 @@ class PickleError : public std::runtime_error {
 
 namespace pickle {
 
+/// The deepest nesting of lists, tuples and dicts the reader accepts (a state dict needs 3).
+inline constexpr int kMaxDepth = 64;
+/// The most dimensions a tensor in a file may have.
+inline constexpr size_t kMaxTensorDims = 64;
+
 struct Value;
 using ValuePtr = std::shared_ptr<Value>;
 
@@ -63,6 +66,8 @@ struct Value {
                Dict, Global, StorageRef, torch::Tensor>
       data;
   bool is_tuple = false;  ///< a list that was a Python tuple
+  int depth = 0;          ///< nesting depth of the containers below (0 for a scalar)
+  bool sealed = false;    ///< placed inside another value: may not change any more
 
   template <typename T>
   bool is() const { return std::holds_alternative<T>(data); }
@@ -151,25 +156,30 @@ class Reader {
         case '}': push(Value::of(Value::Dict{})); break;            // EMPTY_DICT
         case 'a': {                                                 // APPEND
           auto v = pop();
-          list_of(top()).push_back(v);
+          list_of(top()).push_back(attach(top(), v));
           break;
         }
         case 'e': {                                                 // APPENDS
           auto items = pop_mark();
           auto& list = list_of(top());
-          list.insert(list.end(), items.begin(), items.end());
+          for (auto& item : items) list.push_back(attach(top(), item));
           break;
         }
         case 's': {                                                 // SETITEM
           auto v = pop(), k = pop();
-          dict_of(top()).emplace_back(k, v);
+          auto& dict = dict_of(top());
+          attach(top(), k);
+          dict.emplace_back(k, attach(top(), v));
           break;
         }
         case 'u': {                                                 // SETITEMS
           auto items = pop_mark();
           if (items.size() % 2) throw PickleError("odd SETITEMS in pickle");
           auto& dict = dict_of(top());
-          for (size_t i = 0; i < items.size(); i += 2) dict.emplace_back(items[i], items[i + 1]);
+          for (size_t i = 0; i < items.size(); i += 2) {
+            attach(top(), items[i]);
+            dict.emplace_back(items[i], attach(top(), items[i + 1]));
+          }
           break;
         }
         case 'q': memo_[byte()] = top(); break;                     // BINPUT
@@ -260,9 +270,27 @@ class Reader {
     return it->second;
   }
   static ValuePtr tuple(std::vector<ValuePtr> items) {
-    auto v = Value::of(std::move(items));
+    auto v = Value::of(std::vector<ValuePtr>{});
     v->is_tuple = true;
+    for (auto& item : items) attach(v, item);
+    std::get<std::vector<ValuePtr>>(v->data) = std::move(items);
     return v;
+  }
+  /// Records that `child` goes inside `parent`: the child may not change any more (so no value
+  /// can come to contain itself, and the depth below is final) and the parent's depth grows.
+  static const ValuePtr& attach(const ValuePtr& parent, const ValuePtr& child) {
+    if (parent->sealed || parent == child) {
+      throw PickleError("malformed pickle (a container is changed after being placed in another, "
+                        "or placed in itself)");
+    }
+    child->sealed = true;
+    if (child->depth + 1 > parent->depth) {
+      parent->depth = child->depth + 1;
+      if (parent->depth > kMaxDepth) {
+        throw PickleError("pickle nested deeper than " + std::to_string(kMaxDepth) + " levels");
+      }
+    }
+    return child;
   }
   static std::vector<ValuePtr>& list_of(const ValuePtr& v) {
     if (!v->is<std::vector<ValuePtr>>()) throw PickleError("malformed pickle (APPEND to a non-list)");
@@ -297,6 +325,32 @@ class Reader {
     return Value::of(it->second);
   }
 
+  /// A view of `size` and `stride` at `offset` must lie inside a storage of `numel` elements;
+  /// every product and sum is checked for overflow.
+  static void check_geometry(const std::vector<int64_t>& size, const std::vector<int64_t>& stride,
+                             int64_t offset, int64_t numel) {
+    if (size.size() != stride.size() || size.size() > kMaxTensorDims) {
+      throw PickleError("malformed tensor in pickle (" + std::to_string(size.size()) + " sizes, " +
+                        std::to_string(stride.size()) + " strides)");
+    }
+    if (offset < 0) throw PickleError("malformed tensor in pickle (negative storage offset)");
+    int64_t elements = 1, last = offset;  // last: the highest element index the view touches
+    for (size_t i = 0; i < size.size(); ++i) {
+      if (size[i] < 0 || stride[i] < 0) {
+        throw PickleError("malformed tensor in pickle (negative size or stride)");
+      }
+      int64_t reach = 0;
+      if (__builtin_mul_overflow(elements, size[i], &elements) ||
+          (size[i] > 0 && (__builtin_mul_overflow(size[i] - 1, stride[i], &reach) ||
+                           __builtin_add_overflow(last, reach, &last)))) {
+        throw PickleError("malformed tensor in pickle (sizes or strides overflow)");
+      }
+    }
+    if (elements > 0 && last >= numel) {
+      throw PickleError("tensor extends past its storage (corrupt file?)");
+    }
+  }
+
   ValuePtr reduce(const Global& callable, const ValuePtr& args_value) {
     const auto& args = args_value->as<std::vector<ValuePtr>>("call arguments");
     const auto name = callable.full();
@@ -307,11 +361,7 @@ class Reader {
       const auto offset = args[1]->as<int64_t>("a storage offset");
       const auto size = ints(args[2]);
       const auto stride = ints(args[3]);
-      int64_t extent = offset;
-      for (size_t i = 0; i < size.size(); ++i) extent += size[i] > 0 ? (size[i] - 1) * stride[i] : 0;
-      if (!size.empty() && extent >= storage.numel() && storage.numel() > 0) {
-        throw PickleError("tensor extends past its storage (corrupt file?)");
-      }
+      check_geometry(size, stride, offset, storage.numel());
       return Value::of(storage.as_strided(size, stride, offset));
     }
     if (name == "torch.jit._pickle.restore_type_tag") {  // LibTorch's pickle_save: (value, type)
@@ -346,41 +396,51 @@ inline pickle::ValuePtr read_torch_save_bytes(const std::string& bytes,
     throw PickleError(name.string() + ": a legacy (pre-1.6) torch.save file; re-save it with "
                       "torch.save(state_dict, path) in PyTorch >= 1.6");
   }
+  const auto* base = reinterpret_cast<const uint8_t*>(bytes.data());
+  std::vector<ArchiveRecord> verified;
   try {
-    verify_archive(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), name);
+    verified = verify_archive(base, bytes.size(), name);
   } catch (const FileError& e) {
     throw PickleError(e.what());
   }
-  std::istringstream stream(bytes);
-  std::unique_ptr<caffe2::serialize::PyTorchStreamReader> reader;
-  try {
-    reader = std::make_unique<caffe2::serialize::PyTorchStreamReader>(&stream);
-  } catch (const std::exception&) {
-    throw PickleError(name.string() + ": damaged or truncated PyTorch archive");
+  // The records, from the verified table of contents: every one stored (uncompressed), inside
+  // the file and matching its CRC-32. All sit in one folder (the archive's name).
+  std::map<std::string, std::pair<const uint8_t*, uint64_t>> records;
+  std::string folder;
+  for (const auto& r : verified) {
+    const auto slash = r.name.find('/');
+    if (slash == std::string::npos || (!folder.empty() && r.name.compare(0, slash + 1, folder) != 0)) {
+      throw PickleError(name.string() + ": not a PyTorch archive (its records are not all in one "
+                        "folder)");
+    }
+    folder = r.name.substr(0, slash + 1);
+    if (!records.emplace(r.name.substr(slash + 1), std::make_pair(base + r.data_offset, r.size)).second) {
+      throw PickleError(name.string() + ": damaged PyTorch archive (record " + r.name +
+                        " appears twice)");
+    }
   }
-  if (!reader->hasRecord("data.pkl")) {
+  auto pickle_record = records.find("data.pkl");
+  if (pickle_record == records.end()) {
     throw PickleError(name.string() + ": a PyTorch archive without data.pkl (a TorchScript "
                       "module? save the state dict with torch.save(model.state_dict(), path))");
   }
   try {
-    auto [pickle_data, pickle_size] = reader->getRecord("data.pkl");
     auto loader = [&](const std::string& key, torch::Dtype dtype, int64_t numel) {
       const std::string record = "data/" + key;
-      if (!reader->hasRecord(record)) throw PickleError("missing tensor storage " + record);
+      auto it = records.find(record);
+      if (it == records.end()) throw PickleError("missing tensor storage " + record);
       const auto element = static_cast<int64_t>(torch::elementSize(dtype));
-      if (numel < 0 || numel > static_cast<int64_t>(bytes.size()) / element) {
+      const auto stored = static_cast<int64_t>(it->second.second);
+      if (numel < 0 || numel > stored / element) {
         throw PickleError("tensor storage " + record + " declares " + std::to_string(numel) +
-                          " elements, more than the file holds");
-      }
-      auto [ptr, stored] = reader->getRecord(record);
-      if (static_cast<int64_t>(stored) < numel * element) {
-        throw PickleError("tensor storage " + record + " is shorter than declared");
+                          " elements, more than its " + std::to_string(stored) + " bytes hold");
       }
       auto tensor = torch::empty({numel}, torch::TensorOptions().dtype(dtype));
-      if (numel > 0) std::memcpy(tensor.data_ptr(), ptr.get(), static_cast<size_t>(numel * element));
+      if (numel > 0) std::memcpy(tensor.data_ptr(), it->second.first, static_cast<size_t>(numel * element));
       return tensor;
     };
-    pickle::Reader unpickler(static_cast<const uint8_t*>(pickle_data.get()), pickle_size, loader);
+    pickle::Reader unpickler(pickle_record->second.first,
+                             static_cast<size_t>(pickle_record->second.second), loader);
     return unpickler.read();
   } catch (const PickleError& e) {
     throw PickleError(name.string() + ": " + e.what());
@@ -394,7 +454,7 @@ inline pickle::ValuePtr read_torch_save(const std::filesystem::path& path) {
   if (!std::filesystem::exists(path)) throw PickleError(path.string() + ": file not found");
   std::string bytes;
   try {
-    bytes = read_text_file(path);
+    bytes = read_regular_file(path);
   } catch (const FileError& e) {
     throw PickleError(e.what());
   }

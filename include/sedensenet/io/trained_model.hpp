@@ -4,7 +4,6 @@
 /// tool and the examples write, and `load_trained_model` to read it back.
 
 #include <nlohmann/json.hpp>
-#include <torch/serialize.h>
 #include <torch/types.h>
 
 #include <filesystem>
@@ -13,7 +12,7 @@
 
 #include "sedensenet/util/json.hpp"
 #include "sedensenet/data/transforms.hpp"
-#include "sedensenet/io/archive.hpp"
+#include "sedensenet/io/checkpoint_file.hpp"
 #include "sedensenet/io/model_config.hpp"
 #include "sedensenet/io/state_dict.hpp"
 #include "sedensenet/util/errors.hpp"
@@ -62,55 +61,44 @@ struct TrainedModel {
   nlohmann::json state;  ///< the checkpoint's run state (epoch, history, metadata, ...)
 };
 
-/// Reads a checkpoint written by `Trainer` with `densenet_metadata`: rebuilds the network from
-/// its recorded options and loads the weights, in eval mode. Errors name the file and what is
-/// missing.
-inline TrainedModel load_trained_model(const std::filesystem::path& path,
+/// The model of a checkpoint written by `Trainer` with `densenet_metadata`
+/// (io/checkpoint_file.hpp; `path` names it in errors): rebuilds the network from its recorded options and loads the weights, in eval mode. Errors name
+/// the file and what is missing. The recorded model is checked against `check_model_size` before
+/// anything is built.
+inline TrainedModel trained_model_from(CheckpointFile file, const std::filesystem::path& path,
                                        torch::Device device = torch::kCPU) {
-  TORCH_CHECK(std::filesystem::exists(path), "weights file ", path.string(), " not found");
-  const auto bytes = read_verified_archive(path);  // names the file if truncated or corrupted
-  torch::serialize::InputArchive archive;
-  try {
-    archive.load_from(bytes.data(), bytes.size());
-  } catch (const std::exception&) {
-    TORCH_CHECK(false, path.string(), " is not a SEDenseNet checkpoint (expected best.pt or "
-                "last.pt from a run folder)");
-  }
-  c10::IValue state_value;
-  TORCH_CHECK(archive.try_read("state", state_value) && state_value.isString(), path.string(),
-              " has no run state: it was not written by sedensenet::Trainer");
   TrainedModel result;
-  result.state = nlohmann::json::parse(state_value.toStringRef());
+  result.state = std::move(file.state);
   const auto& metadata = result.state.value("metadata", nlohmann::json());
   TORCH_CHECK(metadata.is_object() && metadata.contains("model") && metadata.contains("input"),
               path.string(), " does not record the model and input it was trained with (metadata "
               "\"model\" and \"input\"; see sedensenet::io::densenet_metadata)");
-  result.options = densenet_options_from_json(metadata.at("model"));
-  result.input = InputSpec::from_json(metadata.at("input"));
-  result.classes = result.state.value("classes", std::vector<std::string>{});
-  result.model = DenseNet(result.options);
-  torch::serialize::InputArchive model_archive;
-  TORCH_CHECK(archive.try_read("model", model_archive), path.string(), " has no model weights");
   try {
-    result.model->load(model_archive);
+    result.options = densenet_options_from_json(metadata.at("model"));
+    check_model_size(result.options);
+    result.input = InputSpec::from_json(metadata.at("input"));
+    result.classes = result.state.value("classes", std::vector<std::string>{});
   } catch (const std::exception& e) {
-    TORCH_CHECK(false, path.string(), ": the weights do not fit the recorded model (",
-                e.what(), ")");
+    TORCH_CHECK(false, path.string(), ": the recorded model or input is invalid (",
+                error_message(e), ")");
   }
+  result.model = DenseNet(result.options);
+  load_module_tensors(*result.model, file.model, path.string());
   result.model->to(device);
   result.model->eval();
   return result;
 }
 
-/// Whether `path` is a checkpoint written by `Trainer` (a LibTorch archive: best.pt, last.pt),
+/// `trained_model_from` the checkpoint at `path` (see above).
+inline TrainedModel load_trained_model(const std::filesystem::path& path,
+                                       torch::Device device = torch::kCPU) {
+  return trained_model_from(read_checkpoint_file(path), path, device);
+}
+
+/// Whether `path` is a checkpoint written by `Trainer` (best.pt, last.pt; `is_checkpoint_file`),
 /// as opposed to a Python state dict file.
 inline bool is_trainer_checkpoint(const std::filesystem::path& path) {
-  try {
-    caffe2::serialize::PyTorchStreamReader reader(path.string());
-    return reader.hasRecord("constants.pkl");
-  } catch (const std::exception&) {
-    return false;
-  }
+  return is_checkpoint_file(path);
 }
 
 /// A DenseNet of `options` with the weights of a PyTorch state dict file (strict load, names

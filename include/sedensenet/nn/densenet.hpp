@@ -13,6 +13,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <string>
@@ -46,6 +47,51 @@ BlockBuilder block_builder() {
   };
 }
 
+/// The most layers (all dense blocks together) and parameters a `DenseNet` may have. Far above
+/// any published DenseNet (DenseNet-BC-250: 243 layers; DenseNet-161: 29M parameters), low enough
+/// that options from a file or a preset name can never ask for an allocation without bound.
+inline constexpr int64_t kMaxDenseLayers = 10000;
+inline constexpr double kMaxParameters = 1e9;
+
+/// The number of parameters a DenseNet of `o` has (computed in double: no overflow for any
+/// option values), with SE blocks at their nominal width.
+inline double estimated_parameters(const DenseNetOptions& o) {
+  const double k = static_cast<double>(o.growth_rate());
+  const double bottleneck = static_cast<double>(o.bn_size()) * k;
+  double channels = static_cast<double>(o.num_init_features());
+  double total = 3.0 * channels * (o.small_inputs() ? 9.0 : 49.0) + 2.0 * channels;
+  for (size_t b = 0; b < o.block_config().size(); ++b) {
+    for (int64_t layer = 0; layer < o.block_config()[b]; ++layer) {
+      total += 2.0 * channels + channels * bottleneck + 2.0 * bottleneck + bottleneck * k * 9.0;
+      if (o.se_reduction() > 0) total += 2.0 * k * std::max(1.0, k / static_cast<double>(o.se_reduction()));
+      channels += k;
+      if (total > 1e30) return total;
+    }
+    if (b + 1 < o.block_config().size()) {
+      const double out = std::floor(channels * o.compression());
+      total += 2.0 * channels + channels * out;
+      channels = out;
+    }
+  }
+  return total + 2.0 * channels + channels * static_cast<double>(o.num_classes());
+}
+
+/// Throws, naming the options, when a DenseNet of `o` would exceed `kMaxDenseLayers` or
+/// `kMaxParameters`: a check made before anything is allocated (e.g. for options read from a
+/// checkpoint, a config file or a preset name such as densenet_bc_1000006).
+inline void check_model_size(const DenseNetOptions& o) {
+  double layers = 0;
+  for (auto n : o.block_config()) layers += static_cast<double>(n);
+  TORCH_CHECK(layers <= static_cast<double>(kMaxDenseLayers), "DenseNetOptions: ", layers,
+              " dense layers in all, more than the ", kMaxDenseLayers, " this library builds "
+              "(is the depth a typo?)");
+  const double parameters = estimated_parameters(o);
+  TORCH_CHECK(parameters <= kMaxParameters, "DenseNetOptions: the model would have about ",
+              parameters, " parameters, more than the ", kMaxParameters, " this library builds "
+              "(growth_rate ", o.growth_rate(), ", num_init_features ", o.num_init_features(),
+              ", bn_size ", o.bn_size(), ", num_classes ", o.num_classes(), ")");
+}
+
 namespace detail {
 inline void check_densenet_options(const DenseNetOptions& o) {
   TORCH_CHECK(o.growth_rate() >= 1, "DenseNetOptions: growth_rate must be >= 1, got ",
@@ -69,6 +115,7 @@ inline void check_densenet_options(const DenseNetOptions& o) {
               "DenseNetOptions: se_reduction must be >= 0 (0 disables SE), got ", o.se_reduction());
   TORCH_CHECK(o.se_min_hidden() >= 1, "DenseNetOptions: se_min_hidden must be >= 1, got ",
               o.se_min_hidden());
+  check_model_size(o);
 }
 
 /// The default builder: SE with the chosen gate, or no attention when se_reduction == 0.

@@ -8,7 +8,6 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
 #include <torch/optim.h>
-#include <torch/serialize.h>
 #include <torch/types.h>
 
 #include <atomic>
@@ -26,11 +25,12 @@
 #include "sedensenet/util/json.hpp"
 #include "sedensenet/data/loader.hpp"
 #include "sedensenet/data/rng.hpp"
-#include "sedensenet/io/archive.hpp"
+#include "sedensenet/io/checkpoint_file.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/train/communicator.hpp"
 #include "sedensenet/train/history.hpp"
 #include "sedensenet/train/metrics.hpp"
+#include "sedensenet/train/optimizer_state.hpp"
 #include "sedensenet/train/options.hpp"
 #include "sedensenet/train/schedule.hpp"
 #include "sedensenet/util/errors.hpp"
@@ -255,76 +255,96 @@ class Trainer {
       TORCH_CHECK(std::filesystem::exists(path), "cannot resume: ", path.string(),
                   " not found (no completed epoch in that run folder?)");
       try {
-        // Checked first: LibTorch's reader accepts damaged tensor data silently.
-        return io::read_verified_archive(path);
+        return io::read_regular_file(path);
       } catch (const std::exception& e) {
-        TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint (",
-                    error_message(e), ")");
+        TORCH_CHECK(false, "cannot resume: ", error_message(e));
       }
       return std::string();
     };
     auto read_best = [&] {
       if (!std::filesystem::exists(run_dir / "best.pt")) return std::string();
       try {
-        return io::read_verified_archive(run_dir / "best.pt");
+        return io::read_regular_file(run_dir / "best.pt");
       } catch (const std::exception& e) {
-        TORCH_CHECK(false, "cannot resume: ", (run_dir / "best.pt").string(), " is not a readable "
-                    "checkpoint (", error_message(e), "); move it away to resume without it");
+        TORCH_CHECK(false, "cannot resume: ", error_message(e), "; move it away to resume without it");
       }
       return std::string();
     };
     // Distributed: rank 0 reads the files and sends them, so other machines need no copy.
     const std::string last_bytes = shared_from_root(read_last);
     const std::string best_bytes = shared_from_root(read_best);
-    torch::serialize::InputArchive archive;
+    io::CheckpointFile last;
     try {
-      archive.load_from(last_bytes.data(), last_bytes.size());
+      last = io::decode_checkpoint(last_bytes, path);
     } catch (const std::exception& e) {
-      TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint (",
-                  error_message(e), ")");
+      // The reader's message starts with the file's name: say it once.
+      std::string reason = error_message(e);
+      const std::string prefix = path.string() + ": ";
+      if (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
+      TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint: ", reason);
     }
-    torch::serialize::InputArchive model_archive, optimizer_archive;
-    archive.read("model", model_archive);
-    module_->load(model_archive);
+    TORCH_CHECK(!last.optimizer.is_null(), "cannot resume: ", path.string(), " holds weights only "
+                "(a best.pt, or a converted old checkpoint): its optimizer state is missing. "
+                "Start a new run with --init-weights ", path.string(), " instead");
+    try {
+      io::load_module_tensors(*module_, last.model, path.string());
+      load_optimizer_state(*optimizer_, options_.optimizer(), last.optimizer,
+                           last.optimizer_tensors, path.string());
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "cannot resume: ", error_message(e), ". Resume with the run's own "
+                  "model and settings (its config.json)");
+    }
     module_->to(device_);
-    archive.read("optimizer", optimizer_archive);
-    optimizer_->load(optimizer_archive);
-    auto state = nlohmann::json::parse(read_string(archive, "state"));
-    start_epoch_ = util::json_integer<int64_t>(state.at("epoch"), "checkpoint state 'epoch'");
+    const auto& state = last.state;
+    auto field = [&](const char* key) -> const nlohmann::json& {
+      TORCH_CHECK(state.contains(key), "cannot resume: ", path.string(), " has no '", key,
+                  "' in its run state (damaged checkpoint?)");
+      return state.at(key);
+    };
+    start_epoch_ = util::json_integer<int64_t>(field("epoch"), "checkpoint state 'epoch'");
     // A checkpoint taken when the run was stopped in the middle of an epoch: continue from there.
-    batch_in_epoch_ = state.value("batch", int64_t{0});
+    batch_in_epoch_ = util::json_integer<int64_t>(state.value("batch", nlohmann::json(0)), "checkpoint state 'batch'");
+    TORCH_CHECK(start_epoch_ >= 0 && batch_in_epoch_ >= 0, "cannot resume: ", path.string(),
+                " has a negative epoch or batch (damaged checkpoint?)");
     partial_metrics_ = state.value("partial", nlohmann::json());
-    history_ = History::from_json(state.at("history"));
-    best_epoch_ = util::json_integer<int64_t>(state.at("best_epoch"), "checkpoint state 'best_epoch'");
-    best_accuracy_ = state.at("best_accuracy").is_null() ? NAN : state.at("best_accuracy").get<double>();
-    epochs_without_improvement_ = util::json_integer<int64_t>(state.at("epochs_without_improvement"), "checkpoint state 'epochs_without_improvement'");
-    schedule_state_ = state.at("schedule");
+    history_ = History::from_json(field("history"));
+    best_epoch_ = util::json_integer<int64_t>(field("best_epoch"), "checkpoint state 'best_epoch'");
+    best_accuracy_ = field("best_accuracy").is_number() ? field("best_accuracy").get<double>() : NAN;
+    epochs_without_improvement_ = util::json_integer<int64_t>(field("epochs_without_improvement"), "checkpoint state 'epochs_without_improvement'");
+    schedule_state_ = field("schedule");
     if (state.contains("metadata") && metadata_.is_null()) metadata_ = state.at("metadata");
     if (state.contains("classes") && class_names_.empty()) {
       class_names_ = state.at("classes").get<std::vector<std::string>>();
     }
-    c10::IValue rng;
-    archive.read("rng_cpu", rng);
-    rng_state_ = rng.toTensor();
+    rng_state_ = last.extra_tensor("rng_cpu");
+    TORCH_CHECK(rng_state_.defined() && rng_state_.scalar_type() == torch::kUInt8 &&
+                    rng_state_.numel() == at::detail::getDefaultCPUGenerator().get_state().numel(),
+                "cannot resume: ", path.string(), " has no valid random state (damaged checkpoint?)");
     // Ranks: each continues with its own random state and epoch metrics when the run had as
     // many; a run resumed on another number of ranks continues at an epoch boundary only.
-    const int64_t saved_world = state.value("world_size", int64_t{1});
+    const int64_t saved_world = util::json_integer<int64_t>(state.value("world_size", nlohmann::json(1)), "checkpoint state 'world_size'");
     if (saved_world != world_size()) {
       TORCH_CHECK(batch_in_epoch_ == 0, "cannot resume: ", path.string(), " was saved in the middle "
                   "of epoch ", start_epoch_ + 1, " by a run on ", saved_world, " process(es); "
                   "resume it on ", saved_world, " (this run has ", world_size(), ")");
       if (rank() != 0) rng_state_ = torch::Tensor();  // seeded from the seed, the rank and the epoch
     } else if (saved_world > 1) {
-      c10::IValue all;
-      archive.read("rng_cpu_ranks", all);
-      rng_state_ = all.toTensor()[rank()].clone();
+      const auto all = last.extra_tensor("rng_cpu_ranks");
+      TORCH_CHECK(all.defined() && all.dim() == 2 && all.size(0) == saved_world &&
+                      all.size(1) == rng_state_.numel() && all.scalar_type() == torch::kUInt8,
+                  "cannot resume: ", path.string(), " has no valid per-rank random state");
+      rng_state_ = all[rank()].clone();
       if (state.contains("partial_ranks") && !state.at("partial_ranks").is_null()) {
         partial_metrics_ = state.at("partial_ranks").at(static_cast<size_t>(rank()));
       }
       // Stopped mid-epoch: each rank's own BatchNorm statistics (averaged at the epoch's end).
-      c10::IValue buffers;
-      if (archive.try_read("buffers_ranks", buffers)) {
-        auto row = buffers.toTensor()[rank()];
+      const auto buffers = last.extra_tensor("buffers_ranks");
+      if (buffers.defined()) {
+        int64_t total = 0;
+        for (auto& b : module_->buffers()) total += b.is_floating_point() ? b.numel() : 0;
+        TORCH_CHECK(buffers.dim() == 2 && buffers.size(0) == saved_world && buffers.size(1) == total,
+                    "cannot resume: ", path.string(), " has per-rank statistics of another model");
+        auto row = buffers[rank()];
         torch::NoGradGuard no_grad;
         int64_t offset = 0;
         for (auto& b : module_->buffers()) {
@@ -335,20 +355,15 @@ class Trainer {
       }
     }
     if (!best_bytes.empty()) {
-      // Keep the best weights in memory as the uninterrupted run would have: load them into the
-      // model, take a copy, and put the current weights back.
-      const auto current = serialize_model();
-      torch::serialize::InputArchive best, best_model;
+      // Keep the best weights in memory as the uninterrupted run would have.
       try {
-        best.load_from(best_bytes.data(), best_bytes.size());
+        auto best = io::decode_checkpoint(best_bytes, run_dir / "best.pt");
+        auto check = std::dynamic_pointer_cast<torch::nn::Module>(module_->clone());
+        io::load_module_tensors(*check, best.model, (run_dir / "best.pt").string());  // checks only
+        best_weights_ = std::move(best.model);
       } catch (const std::exception& e) {
-        TORCH_CHECK(false, "cannot resume: ", (run_dir / "best.pt").string(), " is not a readable "
-                    "checkpoint (", error_message(e), "); move it away to resume without it");
+        TORCH_CHECK(false, "cannot resume: ", error_message(e), "; move it away to resume without it");
       }
-      best.read("model", best_model);
-      module_->load(best_model);
-      best_bytes_ = serialize_model();
-      load_model(current);
     }
     resumed_ = true;
   }
@@ -421,7 +436,7 @@ class Trainer {
         best_accuracy_ = score;
         best_epoch_ = metrics.epoch;
         epochs_without_improvement_ = 0;
-        best_bytes_ = serialize_model();
+        best_weights_ = io::module_tensors(*module_);
       } else {
         ++epochs_without_improvement_;
       }
@@ -445,8 +460,11 @@ class Trainer {
     }
 
     // The reference keeps the weights with the best test accuracy: load them.
-    if (!best_bytes_.empty()) load_model(best_bytes_);
-    if (!run_dir.empty() && test != nullptr && !best_bytes_.empty() && !result.interrupted) {
+    if (!best_weights_.empty()) {
+      io::load_module_tensors(*module_, best_weights_, "the best weights");
+      module_->to(device_);
+    }
+    if (!run_dir.empty() && test != nullptr && !best_weights_.empty() && !result.interrupted) {
       write_final_metrics(run_dir, evaluate(*test));
     }
     result.history = history_;
@@ -511,12 +529,6 @@ class Trainer {
   static TrainerOptions validated(TrainerOptions options) {
     options.validate();
     return options;
-  }
-
-  static std::string read_string(torch::serialize::InputArchive& archive, const char* key) {
-    c10::IValue value;
-    archive.read(key, value);
-    return value.toStringRef();
   }
 
   void build_optimizer() {
@@ -858,24 +870,8 @@ class Trainer {
     }
   }
 
-  std::string serialize_model() const {
-    torch::serialize::OutputArchive archive;
-    module_->save(archive);
-    std::ostringstream bytes;
-    archive.save_to(bytes);
-    return bytes.str();
-  }
-
-  void load_model(const std::string& bytes) {
-    torch::serialize::InputArchive archive;
-    archive.load_from(bytes.data(), bytes.size());
-    module_->load(archive);
-    module_->to(device_);
-  }
-
   nlohmann::json state_json() const {
-    return {{"format", "sedensenet-checkpoint-1"},
-            {"epoch", start_epoch_},
+    return {{"epoch", start_epoch_},
             {"batch", batch_in_epoch_},
             {"partial", partial_metrics_},
             {"history", history_.to_json()},
@@ -919,21 +915,16 @@ class Trainer {
       }
     }
     if (rank() != 0) return;
-    torch::serialize::OutputArchive archive, model_archive;
-    archive.write("state", c10::IValue(state.dump()));
-    module_->save(model_archive);
-    archive.write("model", model_archive);
+    io::CheckpointFile file;
+    file.state = std::move(state);
+    file.model = io::module_tensors(*module_);
     if (full) {
-      torch::serialize::OutputArchive optimizer_archive;
-      optimizer_->save(optimizer_archive);
-      archive.write("optimizer", optimizer_archive);
-      archive.write("rng_cpu", c10::IValue(at::detail::getDefaultCPUGenerator().get_state()));
-      if (rng_ranks.defined()) archive.write("rng_cpu_ranks", c10::IValue(rng_ranks));
-      if (buffer_ranks.defined()) archive.write("buffers_ranks", c10::IValue(buffer_ranks));
+      std::tie(file.optimizer, file.optimizer_tensors) = optimizer_state(*optimizer_, options_.optimizer());
+      file.extra.emplace_back("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+      if (rng_ranks.defined()) file.extra.emplace_back("rng_cpu_ranks", rng_ranks);
+      if (buffer_ranks.defined()) file.extra.emplace_back("buffers_ranks", buffer_ranks);
     }
-    std::ostringstream bytes;
-    archive.save_to(bytes);
-    io::write_file_atomically(path, bytes.str());
+    io::write_checkpoint_file(path, file);
   }
 
   void write_config(const std::filesystem::path& run_dir) {
@@ -1004,7 +995,7 @@ class Trainer {
   torch::Tensor rng_state_;
   int64_t batch_in_epoch_ = 0;        // batches done in epoch start_epoch_ (a mid-epoch stop)
   nlohmann::json partial_metrics_;     // that epoch's RunningMetrics so far
-  std::string best_bytes_;  // serialized best weights
+  io::NamedTensors best_weights_;  // the best epoch's parameters and buffers (CPU copies)
   bool resumed_ = false;
   std::shared_ptr<Communicator> comm_;       // distributed training (null: one process)
   std::unique_ptr<GradientReducer> reducer_;

@@ -39,6 +39,41 @@ T json_integer(const nlohmann::json& value, const std::string& what) {
   }
 }
 
+/// The deepest nesting of arrays and objects that `parse_json` accepts.
+inline constexpr int kMaxJsonDepth = 64;
+
+/// Parses JSON from a file or checkpoint (`what` names it in errors). The nesting depth is
+/// checked first, in one pass over the text, so that no deeply nested document reaches the
+/// parser, its destructor or `dump`; syntax errors become one-line messages.
+inline nlohmann::json parse_json(const std::string& text, const std::string& what) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      TORCH_CHECK(++depth <= kMaxJsonDepth, what, ": JSON nested deeper than ", kMaxJsonDepth,
+                  " levels");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    TORCH_CHECK(false, what, ": not valid JSON (", e.what(), ")");
+  }
+  return nullptr;
+}
+
 /// A JSON array of integers.
 template <typename T>
 std::vector<T> json_integers(const nlohmann::json& value, const std::string& what) {
