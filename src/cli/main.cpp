@@ -287,13 +287,14 @@ data::TransformPtr train_transform(const std::string& augment, int64_t size,
   return data::compose(steps);
 }
 
-/// A weights file that is missing, truncated, corrupted or not a PyTorch archive: one message
-/// naming it, before deciding whether it is a run checkpoint or a state dict.
-void check_weights_file(const std::string& path) {
+/// Whether a weights file is a run checkpoint (of any version: its reader explains old ones) or
+/// else a state dict; a file that is missing, truncated, corrupted or not a PyTorch archive gets
+/// one message naming it here, before it is taken for a state dict.
+bool is_checkpoint_weights(const std::string& path) {
   if (!fs::exists(path)) throw UsageError("weights file " + path + " not found");
-  // A checkpoint (of any version) is checked by its own reader, which also explains old ones.
-  if (sedensenet::io::is_checkpoint_file(path)) return;
+  if (sedensenet::io::is_checkpoint_file(path)) return true;
   sedensenet::io::read_verified_archive(path);
+  return false;
 }
 
 std::atomic<sedensenet::Trainer*> g_trainer{nullptr};
@@ -461,9 +462,8 @@ int run_train(CLI::App* command, TrainArgs& a) {
   std::cout << sedensenet::summary(net, {3, a.image_size, a.image_size}) << std::flush;
 
   if (!a.init_weights.empty() && a.resume.empty()) {
-    check_weights_file(a.init_weights);
     sedensenet::io::LoadReport report;
-    if (sedensenet::io::is_trainer_checkpoint(a.init_weights)) {
+    if (is_checkpoint_weights(a.init_weights)) {
       auto trained = sedensenet::io::load_trained_model(a.init_weights);
       std::map<std::string, torch::Tensor> tensors;
       for (const auto& p : trained.model->named_parameters()) tensors[p.key()] = p.value();
@@ -578,8 +578,7 @@ struct ModelSource {
   }
 
   sedensenet::io::TrainedModel load(const std::vector<std::string>& folder_classes = {}) const {
-    check_weights_file(weights);
-    if (sedensenet::io::is_trainer_checkpoint(weights)) return sedensenet::io::load_trained_model(weights);
+    if (is_checkpoint_weights(weights)) return sedensenet::io::load_trained_model(weights);
     if (preset.empty()) {
       throw UsageError(weights + " is not a SEDenseNet checkpoint; for a PyTorch state dict file "
                        "give its architecture with --preset (and --se-reduction 0 for torchvision)");

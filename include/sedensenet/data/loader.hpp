@@ -101,9 +101,10 @@ class ImageLoader {
   ImageLoader(ImageFolder dataset, TransformPtr transform, LoaderOptions options = {})
       : dataset_(std::make_shared<ImageFolder>(std::move(dataset))),
         transform_(std::move(transform)), options_(std::move(options)) {
-    TORCH_CHECK(options_.batch_size() >= 1 && options_.batch_size() <= kMaxBatchSize,
-                "LoaderOptions: batch_size must be in [1, ", kMaxBatchSize, "], got ",
+    TORCH_CHECK(options_.batch_size() >= 1, "LoaderOptions: batch_size must be >= 1, got ",
                 options_.batch_size());
+    TORCH_CHECK(options_.batch_size() <= kMaxBatchSize, "LoaderOptions: batch_size must be at "
+                "most ", kMaxBatchSize, ", got ", options_.batch_size());
     worker_count_ = thread_count(options_.workers(), "loader workers");
     TORCH_CHECK(options_.prefetch() >= 1 && options_.prefetch() <= 64,
                 "LoaderOptions: prefetch must be in [1, 64], got ", options_.prefetch());

@@ -30,6 +30,7 @@
 #include <mutex>
 #include <sstream>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -301,7 +302,12 @@ class ProcessGroup : public Communicator {
     } else {
       throw std::invalid_argument("distributed backend must be auto, gloo or nccl, got '" + backend + "'");
     }
-    heartbeat_ = std::thread([this] { beat(); });
+    try {
+      heartbeat_ = std::thread([this] { beat(); });
+    } catch (const std::system_error& e) {
+      throw DistributedError(std::string("cannot start the heartbeat thread (") + e.what() +
+                             "): the system is at its thread limit");
+    }
   }
 
   template <typename Fn>

@@ -84,6 +84,73 @@ struct ArchiveRecord {
   uint16_t method = 0;       ///< 0 = stored (what PyTorch writes), 8 = deflate
 };
 
+namespace detail {
+
+/// Every byte of a record's local header, its alignment padding and its data descriptor must agree
+/// with the table of contents (`entry`), so that damage there is found as damage to the data is
+/// (by the CRC-32): the fields version, flags, method, time and date; the name; PyTorch's padding
+/// (extra field "FB", filled with 'Z'); the CRC-32 and sizes, in the header or, when flag bit 3 is
+/// set (PyTorch's writer), in the data descriptor after the data.
+inline void check_local_header(const uint8_t* data, size_t size, const uint8_t* entry,
+                               uint64_t local, const ArchiveRecord& record, uint64_t compressed,
+                               uint64_t uncompressed, const std::filesystem::path& name) {
+  auto damaged = [&](const std::string& what) {
+    return FileError(name, "corrupted: the local header of record '" + record.name + "' " + what +
+                               "; the file was damaged after it was written. Use another copy, "
+                               "e.g. the run's other checkpoint");
+  };
+  const uint8_t* header = data + local;
+  if (std::memcmp(header + 4, entry + 6, 10) != 0) {
+    throw damaged("does not match the table of contents");
+  }
+  const uint16_t name_length = le16(header + 26), extra_length = le16(header + 28);
+  if (name_length != record.name.size() ||
+      std::memcmp(header + 30, record.name.data(), name_length) != 0) {
+    throw damaged("names another record");
+  }
+  const uint8_t* extra = header + 30 + name_length;
+  for (uint32_t e = 0; e + 4 <= extra_length;) {
+    const uint16_t id = le16(extra + e), length = le16(extra + e + 2);
+    if (e + 4u + length > extra_length) throw damaged("has a damaged extra field");
+    if (id == 0x4246) {  // "FB": PyTorch's alignment padding
+      for (uint16_t k = 0; k < length; ++k) {
+        if (extra[e + 4 + k] != 'Z') throw damaged("has damaged padding");
+      }
+    } else if (id != 0x0001) {  // zip64 sizes; PyTorch writes nothing else
+      throw damaged("has an unknown extra field");
+    }
+    e += 4u + length;
+  }
+  const bool descriptor = (le16(header + 6) & 0x08) != 0;
+  if (descriptor) {
+    // The header's own CRC-32 and sizes are zeros (PyTorch) or the real values.
+    for (int field = 0; field < 3; ++field) {
+      const uint32_t local_value = le32(header + 14 + 4 * field);
+      if (local_value != 0 && local_value != le32(entry + 16 + 4 * field)) {
+        throw damaged("does not match the table of contents (checksum or sizes)");
+      }
+    }
+  } else {
+    if (std::memcmp(header + 14, entry + 16, 12) != 0) {
+      throw damaged("does not match the table of contents (checksum or sizes)");
+    }
+    return;
+  }
+  // The data descriptor: [signature] CRC-32, compressed and uncompressed size (4 or 8 bytes).
+  uint64_t at = record.data_offset + record.size;
+  if (at + 4 <= size && le32(data + at) == 0x08074b50u) at += 4;
+  const bool zip64 = compressed >= 0xFFFFFFFFu || uncompressed >= 0xFFFFFFFFu;
+  const uint64_t length = zip64 ? 20 : 12;
+  if (at > size || size - at < length) throw damaged("has no data descriptor");
+  const uint64_t d_compressed = zip64 ? le64(data + at + 4) : le32(data + at + 4);
+  const uint64_t d_uncompressed = zip64 ? le64(data + at + 12) : le32(data + at + 8);
+  if (le32(data + at) != record.crc || d_compressed != compressed || d_uncompressed != uncompressed) {
+    throw damaged("has a data descriptor that does not match the table of contents");
+  }
+}
+
+}  // namespace detail
+
 /// The records of the zip archive in `data`, checking that each lies inside it. Throws
 /// `FileError(name, reason)` when the archive is truncated or malformed.
 inline std::vector<ArchiveRecord> list_archive(const uint8_t* data, size_t size,
@@ -184,6 +251,7 @@ inline std::vector<ArchiveRecord> list_archive(const uint8_t* data, size_t size,
       throw truncated("record '" + record.name + "' (" + std::to_string(record.size) +
                       " bytes) extends past the end of the file (" + std::to_string(size) + " bytes)");
     }
+    detail::check_local_header(data, size, entry, local, record, compressed, uncompressed, name);
     if (record.method == 0 && compressed != uncompressed) {
       throw truncated("record '" + record.name + "' has inconsistent sizes");
     }
