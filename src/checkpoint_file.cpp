@@ -12,6 +12,7 @@
 #include "sedensenet/io/archive.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/io/pickle.hpp"
+#include "sedensenet/io/state_dict.hpp"
 #include "sedensenet/util/errors.hpp"
 #include "sedensenet/util/json.hpp"
 
@@ -341,50 +342,13 @@ NamedTensors module_tensors(const torch::nn::Module& module) {
 
 void load_module_tensors(torch::nn::Module& module, const NamedTensors& tensors,
                          const std::string& name) {
-  std::map<std::string, torch::Tensor> targets;
-  for (const auto& p : module.named_parameters()) targets[p.key()] = p.value();
-  for (const auto& b : module.named_buffers()) targets[b.key()] = b.value();
-  std::vector<std::string> unexpected, mismatched;
-  std::set<std::string> found;
+  std::map<std::string, torch::Tensor> by_name;
   for (const auto& [key, t] : tensors) {
-    auto it = targets.find(key);
-    if (it == targets.end()) {
-      unexpected.push_back(key);
-    } else if (it->second.sizes() != t.sizes() || it->second.scalar_type() != t.scalar_type()) {
-      std::ostringstream os;
-      os << key << " (file " << t.sizes() << " " << t.scalar_type() << ", model "
-         << it->second.sizes() << " " << it->second.scalar_type() << ")";
-      mismatched.push_back(os.str());
-    } else {
-      found.insert(key);
+    if (!by_name.emplace(key, t).second) {
+      throw std::runtime_error(name + ": damaged checkpoint: the weights name " + key + " twice");
     }
   }
-  std::vector<std::string> missing;
-  for (const auto& target : targets) {
-    if (!found.count(target.first) &&
-        std::none_of(mismatched.begin(), mismatched.end(),
-                     [&](const std::string& m) { return m.rfind(target.first + " (", 0) == 0; })) {
-      missing.push_back(target.first);
-    }
-  }
-  if (!unexpected.empty() || !mismatched.empty() || !missing.empty()) {
-    std::ostringstream os;
-    os << name << ": the weights do not fit the model (" << found.size() << " of "
-       << targets.size() << " tensors match";
-    auto list = [&os](const char* what, const std::vector<std::string>& keys) {
-      if (keys.empty()) return;
-      os << "; " << keys.size() << " " << what << ":";
-      for (size_t i = 0; i < keys.size() && i < 5; ++i) os << " " << keys[i];
-      if (keys.size() > 5) os << " ... and " << keys.size() - 5 << " more";
-    };
-    list("missing", missing);
-    list("unexpected", unexpected);
-    list("with another shape or type", mismatched);
-    os << ")";
-    throw std::runtime_error(os.str());
-  }
-  torch::NoGradGuard no_grad;
-  for (const auto& [key, t] : tensors) targets[key].copy_(t);
+  load_state_dict(module, by_name, name, LoadOptions().strict(true));
 }
 
 }  // namespace sedensenet::io

@@ -73,9 +73,9 @@ bool is_checkpoint_file(const std::filesystem::path& path);
 
 /// `module`'s parameters and buffers, detached CPU copies.
 NamedTensors module_tensors(const torch::nn::Module& module);
-/// Copies `tensors` into `module`'s parameters and buffers: every name must be there with the same
-/// shape and every parameter and buffer covered, else the error lists the differences (naming
-/// `name`) and nothing is changed.
+/// Copies `tensors` into `module`'s parameters and buffers with a strict `load_state_dict`: every
+/// name must be there with the same shape and every parameter and buffer covered, else the error
+/// lists the differences (naming `name`) and nothing is changed.
 void load_module_tensors(torch::nn::Module& module, const NamedTensors& tensors,
                          const std::string& name);
 
