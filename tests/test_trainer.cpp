@@ -429,3 +429,18 @@ TEST_CASE("Resume refuses a folder without a checkpoint and a damaged checkpoint
   REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"epochs", 3e20}}), Contains("'epochs' must be an integer"));
   REQUIRE_THROWS_WITH(TrainerOptions::from_json({{"threads", int64_t{1} << 40}}), Contains("'threads' is out of range"));
 }
+
+TEST_CASE("Resume works for a module that is not Cloneable, with best.pt present",
+          "[trainer][resume]") {
+  auto [train_x, train_y] = quadrant_task(64, 3);
+  TensorSource train(train_x, train_y, 32, true, 1);
+  test::TempDir dir;
+  Poisoned first(tiny_net(), /*bad_call=*/1000000);  // a plain torch::nn::Module: no clone()
+  Trainer(first, TrainerOptions().epochs(1).threads(2).run_dir(dir.path().string())).fit(train);
+  REQUIRE(fs::exists(dir / "best.pt"));
+  Poisoned again(tiny_net(), 1000000);
+  Trainer trainer(again, TrainerOptions().epochs(2).threads(2).run_dir(dir.path().string()));
+  REQUIRE_NOTHROW(trainer.resume(dir.path()));
+  CHECK(trainer.completed_epochs() == 1);
+  CHECK(same_parameters(*again, *first));  // the weights after epoch 1 (last.pt)
+}

@@ -357,9 +357,12 @@ class Trainer {
     if (!best_bytes.empty()) {
       // Keep the best weights in memory as the uninterrupted run would have.
       try {
+        // Loaded into the model (a strict check that works for any module, Cloneable or not),
+        // then the current weights go back.
         auto best = io::decode_checkpoint(best_bytes, run_dir / "best.pt");
-        auto check = std::dynamic_pointer_cast<torch::nn::Module>(module_->clone());
-        io::load_module_tensors(*check, best.model, (run_dir / "best.pt").string());  // checks only
+        const auto current = io::module_tensors(*module_);
+        io::load_module_tensors(*module_, best.model, (run_dir / "best.pt").string());
+        io::load_module_tensors(*module_, current, "the current weights");
         best_weights_ = std::move(best.model);
       } catch (const std::exception& e) {
         TORCH_CHECK(false, "cannot resume: ", error_message(e), "; move it away to resume without it");
