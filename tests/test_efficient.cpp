@@ -311,3 +311,34 @@ TEST_CASE("Efficient layers need less peak memory in a training step", "[efficie
   CHECK(input_only < 0.75 * static_cast<double>(standard));
   CHECK(efficient < input_only);
 }
+
+TEST_CASE("Efficient and standard dense layers agree under bf16 autocast", "[efficient][autocast]") {
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  DYNAMIC_SECTION(to_string(mode)) {
+    auto pair = make_pair(DenseNetOptions::densenet_bc(22, 6).num_classes(5), mode, torch::kFloat32);
+    torch::manual_seed(7);
+    auto x = torch::randn({4, 3, 16, 16});
+    auto y = torch::randint(0, 5, {4});
+    auto step = [&](DenseNet& net) {
+      torch::Tensor logits;
+      {
+        compat::AutocastGuard autocast(at::kCPU, at::kBFloat16);
+        logits = net->forward(x);
+      }
+      torch::nn::functional::cross_entropy(logits.to(torch::kFloat), y).backward();
+      return logits;
+    };
+    auto a = step(pair.standard);
+    auto b = step(pair.efficient);
+    REQUIRE(a.scalar_type() == torch::kBFloat16);
+    REQUIRE(b.scalar_type() == torch::kBFloat16);
+    CHECK(scaled_difference(b, a) <= 1e-2);
+    auto pa = pair.standard->named_parameters();
+    for (const auto& p : pair.efficient->named_parameters()) {
+      INFO(p.key());
+      REQUIRE(p.value().grad().defined());
+      CHECK(p.value().grad().scalar_type() == torch::kFloat32);
+      CHECK(scaled_difference(p.value().grad(), pa[p.key()].grad()) <= 5e-2);
+    }
+  }
+}

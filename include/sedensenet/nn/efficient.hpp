@@ -186,11 +186,22 @@ inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
                          : normalize_relu(x, norm_weight, norm_bias, mean, invstd);
 
   const bool need_activation_grad = needs[0] || needs[1] || needs[2];
+  // Under autocast the forward's convolution ran in a lower precision: its output's type, which
+  // the incoming gradient has. The backward runs it in that type too (the same rounded input and
+  // weight), as autograd would through autocast's casts, and hands back gradients in the types of
+  // the batch norm's output (x's) and of the weight.
+  const auto conv_type = grad_out.scalar_type();
+  const bool cast = conv_type != activated.scalar_type() || conv_type != conv_weight.scalar_type();
   auto [grad_activated, grad_conv_weight, unused_bias_grad] = at::convolution_backward(
-      grad_out, activated, conv_weight, /*bias_sizes=*/c10::nullopt, stride, padding, dilation,
-      /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
+      grad_out, cast ? activated.to(conv_type) : activated,
+      cast ? conv_weight.to(conv_type) : conv_weight, /*bias_sizes=*/c10::nullopt, stride,
+      padding, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
       {need_activation_grad, needs[3], false});
   (void)unused_bias_grad;
+  if (cast && grad_activated.defined()) grad_activated = grad_activated.to(x.scalar_type());
+  if (cast && grad_conv_weight.defined()) {
+    grad_conv_weight = grad_conv_weight.to(conv_weight.scalar_type());
+  }
 
   std::array<torch::Tensor, 4> grads;
   grads[3] = needs[3] ? grad_conv_weight : torch::Tensor();
