@@ -1,5 +1,6 @@
 # Dependencies of the library itself. Tests, examples and benchmarks find their own.
 find_package(Torch REQUIRED)
+include(${CMAKE_CURRENT_LIST_DIR}/SEDenseNetLibTorch.cmake)
 # The compiled part: zlib for gzip (Fashion-MNIST), OpenMP for the loader workers' own setting.
 option(SEDENSENET_WITH_ZLIB "Read gzip'd files (Fashion-MNIST preparation) with zlib" ON)
 if(SEDENSENET_WITH_ZLIB)
@@ -7,6 +8,13 @@ if(SEDENSENET_WITH_ZLIB)
 endif()
 find_package(OpenMP)
 set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
+# A LibTorch that ships its own OpenMP runtime (PyPI's wheel: torch/lib/libgomp.so.1) loads that
+# one; ours is the same runtime then, not the compiler's copy (one OpenMP runtime per process).
+if(OpenMP_CXX_FOUND AND EXISTS "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1"
+   AND NOT TORCH_INSTALL_PREFIX MATCHES "^/usr/?$")
+  set_property(TARGET OpenMP::OpenMP_CXX PROPERTY INTERFACE_LINK_LIBRARIES
+    "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1")
+endif()
 
 # Header-only dependencies. On a machine without Debian's packages (a GPU machine with only a
 # CUDA LibTorch), point SEDENSENET_VENDORED_HEADERS at a folder holding fmt/, CLI/, nlohmann/
@@ -33,6 +41,21 @@ if(SEDENSENET_VENDORED_HEADERS)
 else()
   # Public headers use nlohmann/json (run folders, checkpoints' metadata).
   find_package(nlohmann_json 3 REQUIRED)
+  # The tool, examples and benchmarks: CLI11, and fmt. A LibTorch that ships its own fmt headers (PyPI's
+  # wheel: fmt 12 in torch/include) puts them ahead of the system's on every include path, so fmt
+  # is then used header-only from those headers, never linked against another version's library.
+  if(SEDENSENET_BUILD_TOOLS OR SEDENSENET_BUILD_BENCHMARKS OR SEDENSENET_BUILD_EXAMPLES)
+    find_package(CLI11 2 REQUIRED)
+    if(EXISTS "${TORCH_INSTALL_PREFIX}/include/fmt/format-inl.h"
+       AND NOT TORCH_INSTALL_PREFIX MATCHES "^/usr/?$")
+      add_library(fmt::fmt INTERFACE IMPORTED GLOBAL)
+      set_target_properties(fmt::fmt PROPERTIES INTERFACE_COMPILE_DEFINITIONS FMT_HEADER_ONLY
+        INTERFACE_INCLUDE_DIRECTORIES "${TORCH_INSTALL_PREFIX}/include")
+      message(STATUS "SEDenseNet: fmt header-only, from LibTorch's own headers")
+    else()
+      find_package(fmt REQUIRED)
+    endif()
+  endif()
 endif()
 
 # Imported targets are local to the directory that found them; when SEDenseNet is a subproject

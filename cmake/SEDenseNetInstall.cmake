@@ -27,4 +27,5 @@ write_basic_package_version_file(
 install(FILES
   ${PROJECT_BINARY_DIR}/SEDenseNetConfig.cmake
   ${PROJECT_BINARY_DIR}/SEDenseNetConfigVersion.cmake
+  ${PROJECT_SOURCE_DIR}/cmake/SEDenseNetLibTorch.cmake
   DESTINATION ${SEDENSENET_CMAKE_DIR})

@@ -8,7 +8,7 @@ saved by the C++ library (`sedensenet::save_state_dict`) loads here with `load_s
     from sedensenet import DenseNet, preset
 
     model = DenseNet(**preset("densenet_bc_100"), num_classes=10)
-    model.load_state_dict(torch.load("best_weights.pt"))
+    model.load_state_dict(torch.load("best_weights.pt", weights_only=True))
     model.eval()
     torch.onnx.export(model, torch.randn(1, 3, 32, 32), "model.onnx")
 
@@ -92,7 +92,7 @@ class DenseLayer(nn.Module):
 
     def forward(self, inputs):
         if self.efficient and self.training and any(t.requires_grad for t in inputs):
-            out = cp.checkpoint(self.bottleneck, *inputs)
+            out = cp.checkpoint(self.bottleneck, *inputs, use_reentrant=False)
         else:
             out = self.bottleneck(*inputs)
         out = self.conv2(self.relu2(self.norm2(out)))

@@ -17,6 +17,8 @@ SEDENSENET_PACKAGES=(
   libfmt-dev libstb-dev catch2 libcli11-dev nlohmann-json3-dev
   # Reference implementations the tests compare against (run with /usr/bin/python3).
   python3-torch python3-torchvision python3-pil python3-numpy
+  # The virtual environment holding LibTorch 2.x for the second build (scripts/setup-torch2.sh).
+  python3-venv
   # The real dataset the demo trains on.
   dataset-fashion-mnist
   # The sanitizer and fuzzing build of the test command (clang with libFuzzer and ASan/UBSan).

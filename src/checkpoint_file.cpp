@@ -202,6 +202,10 @@ bool has_old_format_records(const std::string& bytes, const std::filesystem::pat
   return false;
 }
 
+// The zip archive torch.save writes: data.pkl and one record per storage.
+std::string zip_archive(const std::string& pickled,
+                        const std::vector<std::pair<std::string, torch::Tensor>>& storages);
+
 }  // namespace
 
 torch::Tensor CheckpointFile::extra_tensor(const std::string& name) const {
@@ -235,8 +239,19 @@ std::string encode_checkpoint(const CheckpointFile& checkpoint) {
   p.string("extra");
   p.named_tensors(checkpoint.extra);
   p.setitems();
-  const std::string pickled = p.finish();
+  return zip_archive(p.finish(), storages);
+}
 
+std::string encode_state_dict(const NamedTensors& tensors) {
+  std::vector<std::pair<std::string, torch::Tensor>> storages;
+  Pickler p(storages);
+  p.named_tensors(tensors);
+  return zip_archive(p.finish(), storages);
+}
+
+namespace {
+std::string zip_archive(const std::string& pickled,
+                        const std::vector<std::pair<std::string, torch::Tensor>>& storages) {
   std::ostringstream out;
   {
     caffe2::serialize::PyTorchStreamWriter writer([&out](const void* data, size_t size) {
@@ -251,6 +266,7 @@ std::string encode_checkpoint(const CheckpointFile& checkpoint) {
   }
   return out.str();
 }
+}  // namespace
 
 void write_checkpoint_file(const std::filesystem::path& path, const CheckpointFile& checkpoint) {
   write_file_atomically(path, encode_checkpoint(checkpoint));

@@ -6,6 +6,7 @@
 #include <torch/optim/sgd.h>
 
 #include <map>
+#include <sstream>
 #include <stdexcept>
 #include <type_traits>
 
@@ -21,7 +22,9 @@ template <typename Map>
 typename Map::key_type state_key(const Map&, const torch::Tensor& p) {
   using Key = typename Map::key_type;
   if constexpr (std::is_same_v<Key, std::string>) {
-    return c10::guts::to_string(p.unsafeGetTensorImpl());
+    std::ostringstream key;  // as LibTorch 1.x spells it: the address, streamed
+    key << static_cast<const void*>(p.unsafeGetTensorImpl());
+    return key.str();
   } else {
     return static_cast<Key>(p.unsafeGetTensorImpl());
   }

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
-#include <ATen/autocast_mode.h>
+#include "sedensenet/util/torch_compat.hpp"
 
 #include "sedensenet/nn/checkpoint.hpp"
 #include "sedensenet/util/memory.hpp"
@@ -101,11 +101,12 @@ TEST_CASE("checkpoint restores the autocast state for the recomputation",
   auto x_direct = x.clone().requires_grad_(true);
   auto x_checkpointed = x.clone().requires_grad_(true);
 
-  at::autocast::set_cpu_enabled(true);  // bfloat16 matrix products
-  auto y_direct = direct->forward(x_direct);
-  auto y_checkpointed = checkpoint(checkpointed, x_checkpointed);
-  at::autocast::set_cpu_enabled(false);
-  at::autocast::clear_cache();
+  torch::Tensor y_direct, y_checkpointed;
+  {
+    sedensenet::compat::AutocastGuard autocast(at::kCPU, at::kBFloat16);  // bfloat16 matrix products
+    y_direct = direct->forward(x_direct);
+    y_checkpointed = checkpoint(checkpointed, x_checkpointed);
+  }
   REQUIRE(y_direct.scalar_type() == torch::kBFloat16);
   CHECK_THAT(y_checkpointed, AllClose(y_direct, 0.0, 0.0));
 
@@ -114,7 +115,7 @@ TEST_CASE("checkpoint restores the autocast state for the recomputation",
   y_checkpointed.to(torch::kFloat).pow(2).sum().backward();
   CHECK_THAT(checkpointed->weight.grad(), AllClose(direct->weight.grad(), 0.0, 0.0));
   CHECK_THAT(x_checkpointed.grad(), AllClose(x_direct.grad(), 0.0, 0.0));
-  CHECK_FALSE(at::autocast::is_cpu_enabled());
+  CHECK_FALSE(sedensenet::compat::autocast_enabled(at::kCPU));
 }
 
 TEST_CASE("checkpoint without gradients just runs the function", "[checkpoint]") {

@@ -54,7 +54,7 @@ TEST_CASE("Class indices and file order equal torchvision's ImageFolder",
       << "import sys, torchvision\n"
          "ds = torchvision.datasets.ImageFolder(sys.argv[1])\n"
          "for path, label in ds.samples: print(label, path)\n";
-  auto result = sedensenet::test::run_command("/usr/bin/python3 " + (dir / "script.py").string() +
+  auto result = sedensenet::test::run_command(sedensenet::test::python_interpreter() + " " + (dir / "script.py").string() +
                                               " " + (dir / "data").string());
   REQUIRE(result.exit_code == 0);
   std::string expected;

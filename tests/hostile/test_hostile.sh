@@ -15,7 +15,7 @@ rm -rf "$work"
 mkdir -p "$work"
 hostile=$work/files
 marker=$work/MARKER-code-ran
-/usr/bin/python3 "$here/make_hostile.py" "$hostile" "$marker" || { echo "could not make the files"; exit 1; }
+"${SEDENSENET_PYTHON:-/usr/bin/python3}" "$here/make_hostile.py" "$hostile" "$marker" || { echo "could not make the files"; exit 1; }
 image=$(find "$data/test" -name '*.png' | sort | head -n 1)
 failures=0
 checks=0

@@ -66,7 +66,8 @@ def make(kind, arch, folder):
 
 def logits(kind, arch, weights, folder):
     model = build(kind, arch)
-    model.load_state_dict(torch.load(weights))  # strict
+    # Our files hold tensors only: they load with weights_only=True (PyTorch 2.6+ default).
+    model.load_state_dict(torch.load(weights, weights_only=True))  # strict
     model.eval()
     x = bundle.load(os.path.join(folder, "expected"))["x"]
     with torch.no_grad():

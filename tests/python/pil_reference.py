@@ -67,7 +67,9 @@ def formats(folder):
     save("progressive.jpg", Image.fromarray(rgb), quality=85, progressive=True)
     # 16-bit greyscale PNG (PIL mode I;16).
     grey16 = (structured(37, 53, 5, 1)[..., 0].astype(np.uint16) * 257 + 3)
-    Image.fromarray(grey16, "I;16").save(os.path.join(folder, "grey16.png"))
+    image16 = Image.fromarray(grey16)  # uint16: mode I;16 (the mode argument is gone in Pillow 13)
+    assert image16.mode == "I;16", image16.mode
+    image16.save(os.path.join(folder, "grey16.png"))
     files["grey16_png_raw"] = torch.from_numpy(grey16.astype(np.int64))
     bundle.save(os.path.join(folder, "decoded"), files)
 

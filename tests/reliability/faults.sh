@@ -161,7 +161,7 @@ fi
 dir="$work/reference-fast"
 cp "$dir/last.pt" "$work/last.good"
 python_flip='import sys; p = sys.argv[1]; b = bytearray(open(p, "rb").read()); b[len(b) // 2] ^= 0x20; open(p, "wb").write(b)'
-/usr/bin/python3 -c "$python_flip" "$dir/last.pt"
+"${SEDENSENET_PYTHON:-/usr/bin/python3}" -c "$python_flip" "$dir/last.pt"
 "$tool" train --resume "$dir" --epochs 5 > "$work/out.txt" 2>&1
 code=$?
 { [ $code -ne 0 ] && grep -q "last.pt" "$work/out.txt" && ! grep -q "frame #" "$work/out.txt"; } ||

@@ -1,7 +1,8 @@
 #pragma once
-// Runs the Python reference (Debian's python3-torch / python3-torchvision) from a test.
-// Always /usr/bin/python3: another python3 may come first on PATH, without torch. A missing
-// interpreter or module fails the test with the install command; it is never skipped.
+// Runs the Python reference (torch / torchvision of the LibTorch's version) from a test.
+// The interpreter is CMake's SEDENSENET_PYTHON (default /usr/bin/python3, Debian's python3-torch),
+// never the first python3 on PATH, which may have no torch. A missing interpreter or module fails
+// the test with the install command; it is never skipped.
 
 #include <catch2/catch.hpp>
 
@@ -11,13 +12,16 @@
 #include <memory>
 #include <string>
 
+#ifndef SEDENSENET_TEST_PYTHON
+#error "SEDENSENET_TEST_PYTHON must name the reference Python (CMake's SEDENSENET_PYTHON)"
+#endif
 #ifndef SEDENSENET_TEST_PYTHON_DIR
 #error "SEDENSENET_TEST_PYTHON_DIR must point at tests/python"
 #endif
 
 namespace sedensenet::test {
 
-inline std::string python_interpreter() { return "/usr/bin/python3"; }
+inline std::string python_interpreter() { return SEDENSENET_TEST_PYTHON; }
 
 inline std::filesystem::path python_script(const std::string& name) {
   return std::filesystem::path(SEDENSENET_TEST_PYTHON_DIR) / name;

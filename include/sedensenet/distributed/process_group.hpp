@@ -8,6 +8,7 @@
 /// SEDenseNet::sedensenet is enough to build with it.
 
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <c10/util/Logging.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #if defined(USE_C10D_GLOO)
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
@@ -222,6 +223,7 @@ class ProcessGroup : public Communicator {
       o.isServer = env_.rank == 0;
       o.waitWorkers = false;
       o.timeout = options_.timeout();
+      QuietC10dLog quiet;
       store_ = c10::make_intrusive<c10d::TCPStore>(env_.master_addr, o);
     } catch (const std::exception& e) {
       if (env_.rank == 0) {
@@ -340,8 +342,43 @@ class ProcessGroup : public Communicator {
     o.isServer = false;
     o.waitWorkers = false;
     o.timeout = timeout;
+    QuietC10dLog quiet;
     return c10::make_intrusive<c10d::TCPStore>(env_.master_addr, o);
   }
+
+  /// LibTorch 2.x's c10d logs every failed connection attempt to the store, with a stack trace;
+  /// the error we raise says what happened in one line. c10's log level is raised to FATAL while
+  /// a store connects (nesting and threads share one count), and restored after.
+  class QuietC10dLog {
+   public:
+    QuietC10dLog() {
+      std::lock_guard<std::mutex> lock(mutex());
+      if (depth()++ == 0) {
+        saved() = FLAGS_caffe2_log_level;
+        FLAGS_caffe2_log_level = std::max(saved(), 3);
+      }
+    }
+    ~QuietC10dLog() {
+      std::lock_guard<std::mutex> lock(mutex());
+      if (--depth() == 0) FLAGS_caffe2_log_level = saved();
+    }
+    QuietC10dLog(const QuietC10dLog&) = delete;
+    QuietC10dLog& operator=(const QuietC10dLog&) = delete;
+
+   private:
+    static std::mutex& mutex() {
+      static std::mutex m;
+      return m;
+    }
+    static int& depth() {
+      static int d = 0;
+      return d;
+    }
+    static int& saved() {
+      static int s = 0;
+      return s;
+    }
+  };
 
   std::vector<int64_t> heartbeats(c10d::Store& store) const {
     std::vector<int64_t> counts;

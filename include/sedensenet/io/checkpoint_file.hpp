@@ -57,6 +57,11 @@ std::string encode_checkpoint(const CheckpointFile& checkpoint);
 /// Writes `checkpoint` to `path` atomically (the previous file stays until the new one is complete).
 void write_checkpoint_file(const std::filesystem::path& path, const CheckpointFile& checkpoint);
 
+/// The bytes of a plain state dict as Python's `torch.save(model.state_dict(), path)` writes it: a
+/// zip archive whose pickle is an `OrderedDict` of name -> tensor and nothing else, so that
+/// `torch.load(path, weights_only=True)` (the default since PyTorch 2.6) reads it.
+std::string encode_state_dict(const NamedTensors& tensors);
+
 /// Parses a checkpoint's bytes; `name` is the file the messages name. Throws `std::runtime_error`
 /// with a one-line message naming the file for anything that is not a readable checkpoint of a
 /// version this build knows: damaged or truncated archives, other files, old-format checkpoints,

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "sedensenet/io/checkpoint_file.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/io/pickle.hpp"
 
@@ -237,15 +238,14 @@ inline LoadReport load_state_dict(torch::nn::Module& module, const std::filesyst
 /// atomically.
 inline void save_state_dict(const torch::nn::Module& module, const std::filesystem::path& path,
                             KeyNaming naming = KeyNaming::sedensenet) {
-  c10::Dict<std::string, torch::Tensor> dict;
+  NamedTensors tensors;
   for (const auto& p : module.named_parameters()) {
-    dict.insert(external_key(p.key(), naming), p.value().detach().cpu().contiguous());
+    tensors.emplace_back(external_key(p.key(), naming), p.value().detach().cpu().contiguous());
   }
   for (const auto& b : module.named_buffers()) {
-    dict.insert(external_key(b.key(), naming), b.value().detach().cpu().contiguous());
+    tensors.emplace_back(external_key(b.key(), naming), b.value().detach().cpu().contiguous());
   }
-  const auto bytes = torch::pickle_save(c10::IValue(dict));
-  write_file_atomically(path, bytes.data(), bytes.size());
+  write_file_atomically(path, encode_state_dict(tensors));
 }
 
 }  // namespace sedensenet::io

@@ -4,7 +4,6 @@
 /// again during backward. The generic tool for users' own modules; the dense layers use the
 /// specialised, cheaper functions of efficient.hpp.
 
-#include <ATen/autocast_mode.h>
 #include <ATen/core/Generator.h>
 #include <ATen/Context.h>
 #include <torch/autograd.h>
@@ -12,7 +11,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
-#include <torch/version.h>
+#include "sedensenet/util/torch_compat.hpp"
 
 #include <functional>
 #include <type_traits>
@@ -50,17 +49,10 @@ struct ExecutionState {
         s.cuda_rng.push_back(cuda.get_state());
       }
     }
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    s.autocast_cuda = at::autocast::is_autocast_enabled(at::kCUDA);
-    s.autocast_cpu = at::autocast::is_autocast_enabled(at::kCPU);
-    s.autocast_cuda_dtype = at::autocast::get_autocast_dtype(at::kCUDA);
-    s.autocast_cpu_dtype = at::autocast::get_autocast_dtype(at::kCPU);
-#else
-    s.autocast_cuda = at::autocast::is_enabled();
-    s.autocast_cpu = at::autocast::is_cpu_enabled();
-    s.autocast_cuda_dtype = at::autocast::get_autocast_gpu_dtype();
-    s.autocast_cpu_dtype = at::autocast::get_autocast_cpu_dtype();
-#endif
+    s.autocast_cuda = compat::autocast_enabled(at::kCUDA);
+    s.autocast_cpu = compat::autocast_enabled(at::kCPU);
+    s.autocast_cuda_dtype = compat::autocast_dtype(at::kCUDA);
+    s.autocast_cpu_dtype = compat::autocast_dtype(at::kCPU);
     return s;
   }
 
@@ -72,17 +64,10 @@ struct ExecutionState {
           at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(i)));
       cuda.set_state(cuda_rng[i]);
     }
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_enabled(at::kCUDA, autocast_cuda);
-    at::autocast::set_autocast_enabled(at::kCPU, autocast_cpu);
-    at::autocast::set_autocast_dtype(at::kCUDA, autocast_cuda_dtype);
-    at::autocast::set_autocast_dtype(at::kCPU, autocast_cpu_dtype);
-#else
-    at::autocast::set_enabled(autocast_cuda);
-    at::autocast::set_cpu_enabled(autocast_cpu);
-    at::autocast::set_autocast_gpu_dtype(autocast_cuda_dtype);
-    at::autocast::set_autocast_cpu_dtype(autocast_cpu_dtype);
-#endif
+    compat::set_autocast_enabled(at::kCUDA, autocast_cuda);
+    compat::set_autocast_enabled(at::kCPU, autocast_cpu);
+    compat::set_autocast_dtype(at::kCUDA, autocast_cuda_dtype);
+    compat::set_autocast_dtype(at::kCPU, autocast_cpu_dtype);
   }
 };
 

@@ -3,7 +3,7 @@
 /// `Trainer`: trains any module that maps images to logits, evaluates it every epoch, keeps the
 /// best weights, and (with a run folder) records everything needed to reproduce and resume.
 
-#include <ATen/autocast_mode.h>
+#include "sedensenet/util/torch_compat.hpp"
 #include <nlohmann/json.hpp>
 #include <torch/nn/functional/loss.h>
 #include <torch/nn/utils/clip_grad.h>
@@ -596,18 +596,8 @@ class Trainer {
 
   torch::Tensor forward_with_autocast(const torch::Tensor& x) {
     if (!(options_.bf16() && device_.is_cuda())) return forward_(x);
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    compat::AutocastGuard autocast(at::kCUDA, at::kBFloat16);
     auto out = forward_(x);
-    at::autocast::set_autocast_enabled(at::kCUDA, false);
-#else
-    at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
-    at::autocast::set_enabled(true);
-    auto out = forward_(x);
-    at::autocast::set_enabled(false);
-#endif
-    at::autocast::clear_cache();
     return out;
   }
 

@@ -10,7 +10,7 @@
 #include <c10/core/Allocator.h>
 #include <c10/core/CPUAllocator.h>
 #include <torch/types.h>
-#include <torch/version.h>
+#include "sedensenet/util/torch_compat.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -21,6 +21,7 @@
 
 #if defined(SEDENSENET_WITH_CUDA)
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <torch/cuda.h>
 #endif
 
 namespace sedensenet {
@@ -33,7 +34,7 @@ class CountingCpuAllocator final : public c10::Allocator {
  public:
   explicit CountingCpuAllocator(c10::Allocator* wrapped) : wrapped_(wrapped) {}
 
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 3)
+#if SEDENSENET_TORCH_AT_LEAST(2, 3)
   c10::DataPtr allocate(size_t bytes) override { return allocate_counted(bytes); }
   void copy_data(void* dest, const void* src, std::size_t count) const override {
     std::memcpy(dest, src, count);
@@ -154,6 +155,9 @@ class MemoryTracker {
 #if defined(SEDENSENET_WITH_CUDA)
       namespace alloc = c10::cuda::CUDACachingAllocator;
       const auto index = device_.has_index() ? device_.index() : 0;
+      const auto devices = static_cast<int64_t>(torch::cuda::device_count());
+      TORCH_CHECK(index < devices, "MemoryTracker: device ", device_.str(),
+                  " is not available: this machine has ", devices, " CUDA device(s)");
       alloc::resetPeakStats(index);
       baseline_ = cuda_stats().allocated_bytes[kAggregate].current;
 #else
@@ -175,6 +179,7 @@ class MemoryTracker {
   void stop() {
     if (stopped_) return;
     final_peak_ = live_peak();
+    final_reserved_peak_ = live_reserved_peak();
     if (device_.is_cpu()) detail::cpu_counter().merge_peak(outer_peak_);
     stopped_ = true;
   }
@@ -186,6 +191,10 @@ class MemoryTracker {
   int64_t baseline_bytes() const { return baseline_; }
   /// Peak above the starting level: what the region itself needed at its worst moment.
   int64_t peak_increase_bytes() const { return peak_bytes() - baseline_; }
+  /// CUDA: the highest number of bytes the caching allocator reserved from the device during the
+  /// region (live tensors plus its cached free blocks: what other processes cannot use). CPU: the
+  /// same as `peak_bytes()`, since freed CPU blocks go back to malloc.
+  int64_t peak_reserved_bytes() const { return stopped_ ? final_reserved_peak_ : live_reserved_peak(); }
   /// Bytes held by live tensors now.
   int64_t current_bytes() const {
     if (device_.is_cpu()) return detail::cpu_counter().current();
@@ -197,6 +206,13 @@ class MemoryTracker {
   }
 
  private:
+  int64_t live_reserved_peak() const {
+#if defined(SEDENSENET_WITH_CUDA)
+    if (device_.is_cuda()) return cuda_stats().reserved_bytes[kAggregate].peak;
+#endif
+    return live_peak();
+  }
+
   int64_t live_peak() const {
     if (device_.is_cpu()) return detail::cpu_counter().peak();
 #if defined(SEDENSENET_WITH_CUDA)
@@ -208,7 +224,7 @@ class MemoryTracker {
 
 #if defined(SEDENSENET_WITH_CUDA)
   static constexpr size_t kAggregate = 0;  // StatType::AGGREGATE (its home moved in LibTorch 2.x)
-  auto cuda_stats() const {
+  auto cuda_stats() const -> decltype(c10::cuda::CUDACachingAllocator::getDeviceStats(0)) {
     return c10::cuda::CUDACachingAllocator::getDeviceStats(device_.has_index() ? device_.index()
                                                                                 : 0);
   }
@@ -218,7 +234,18 @@ class MemoryTracker {
   int64_t baseline_ = 0;
   int64_t outer_peak_ = 0;
   int64_t final_peak_ = 0;
+  int64_t final_reserved_peak_ = 0;
   bool stopped_ = false;
 };
+
+/// Returns the caching allocator's free blocks on a CUDA `device` to the driver, so that the next
+/// measurement's reserved bytes start from the live tensors only. Nothing to do on the CPU.
+inline void release_cached_memory(torch::Device device) {
+#if defined(SEDENSENET_WITH_CUDA)
+  if (device.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#else
+  (void)device;
+#endif
+}
 
 }  // namespace sedensenet
