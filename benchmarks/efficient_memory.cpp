@@ -2,12 +2,14 @@
 // measured side by side in one run, optionally with the PyTorch reference in the same run.
 //
 //   efficient_memory [--device cpu|cuda] [--threads N] [--steps 5] [--warmup 1]
-//                    [--depths 40,100,160,250] [--batch 64] [--no-densenet121]
+//                    [--depths 40,100,160,250] [--batch 64] [--no-densenet121] [--bf16]
 //                    [--pytorch] [--csv out.csv] [--svg out.svg]
 //
-// One training step = zero_grad, forward, cross-entropy, backward, Adam step. Peak memory is the
-// highest number of bytes held by live tensors during a step after warm-up (parameters,
-// gradients, Adam state and the batch included), measured by sedensenet::MemoryTracker.
+// One training step = zero_grad, forward (under bf16 autocast with --bf16), cross-entropy,
+// backward, Adam step. Peak memory is the highest number of bytes held by live tensors during a
+// step after warm-up (parameters, gradients, Adam state and the batch included), measured by
+// sedensenet::MemoryTracker; on CUDA also the caching allocator's reserved peak (what the process
+// holds on the device), starting each configuration from an emptied cache.
 #include <sedensenet/sedensenet.hpp>
 #include <sedensenet/util/svg.hpp>
 
@@ -22,6 +24,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -39,8 +42,10 @@ struct Row {
   std::string impl;  // "sedensenet" or "pytorch"
   Config config;
   std::string device;
+  std::string precision = "fp32";  // or "bf16" (autocast)
   std::string mode;
   double peak_mb = 0;
+  double reserved_mb = 0;
   double step_s = 0;
   double img_per_s = 0;
 };
@@ -81,9 +86,10 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-Row measure(const Config& c, sedensenet::MemoryMode mode, torch::Device device, int warmup,
-            int steps) {
+Row measure(const Config& c, sedensenet::MemoryMode mode, torch::Device device, bool bf16,
+            int warmup, int steps) {
   torch::manual_seed(0);
+  sedensenet::release_cached_memory(device);
   sedensenet::DenseNet net(options_for(c).memory(mode));
   net->to(device);
   net->train();
@@ -93,28 +99,38 @@ Row measure(const Config& c, sedensenet::MemoryMode mode, torch::Device device, 
 
   auto step = [&] {
     optimizer.zero_grad();
-    auto loss = torch::nn::functional::cross_entropy(net->forward(images), labels);
+    torch::Tensor logits;
+    {
+      std::optional<sedensenet::compat::AutocastGuard> autocast;
+      if (bf16) autocast.emplace(device.type(), torch::kBFloat16);
+      logits = net->forward(images);
+    }
+    auto loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), labels);
     loss.backward();
     optimizer.step();
     if (device.is_cuda()) torch::cuda::synchronize();
   };
   for (int i = 0; i < warmup; ++i) step();
 
-  double peak_bytes = 0;
+  double peak_bytes = 0, reserved_bytes = 0;
   std::vector<double> times;
   for (int i = 0; i < steps; ++i) {
     sedensenet::MemoryTracker tracker(device);
     const auto start = std::chrono::steady_clock::now();
     step();
     times.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    tracker.stop();
     peak_bytes = std::max(peak_bytes, static_cast<double>(tracker.peak_bytes()));
+    reserved_bytes = std::max(reserved_bytes, static_cast<double>(tracker.peak_reserved_bytes()));
   }
   Row row;
   row.impl = "sedensenet";
   row.config = c;
   row.device = device.str();
+  row.precision = bf16 ? "bf16" : "fp32";
   row.mode = sedensenet::to_string(mode);
   row.peak_mb = peak_bytes / 1e6;
+  row.reserved_mb = reserved_bytes / 1e6;
   row.step_s = median(times);
   row.img_per_s = static_cast<double>(c.batch) / row.step_s;
   return row;
@@ -130,8 +146,9 @@ std::vector<std::string> split_csv_line(const std::string& line) {
 
 /// Runs benchmarks/pytorch_efficient_memory.py on the same configurations, with the same thread
 /// count and step counts; returns its rows.
-std::vector<Row> run_pytorch(const std::vector<Config>& configs, int threads, int warmup,
-                             int steps, const std::string& probe, const std::string& script) {
+std::vector<Row> run_pytorch(const std::vector<Config>& configs, torch::Device device, bool bf16,
+                             int threads, int warmup, int steps, const std::string& probe,
+                             const std::string& script) {
   const auto csv = std::filesystem::temp_directory_path() / "sedensenet_pytorch_bench.csv";
   std::string list;
   for (const auto& c : configs) {
@@ -139,13 +156,15 @@ std::vector<Row> run_pytorch(const std::vector<Config>& configs, int threads, in
                         c.size);
   }
   const auto command = fmt::format(
-      "/usr/bin/python3 {} --configs {} --threads {} --warmup {} --steps {} --probe {} --csv {}",
-      script, list, threads, warmup, steps, probe, csv.string());
+      SEDENSENET_PYTHON " {} --configs {} --threads {} --warmup {} --steps {} --probe {} --csv {} "
+      "--device {}{}",
+      script, list, threads, warmup, steps, probe, csv.string(), device.is_cuda() ? "cuda" : "cpu",
+      bf16 ? " --bf16" : "");
   fmt::print("running the PyTorch reference: {}\n", command);
   std::fflush(stdout);
   if (std::system(command.c_str()) != 0) {
     throw std::runtime_error("the PyTorch reference script failed (command above); it needs "
-                             "python3-torch: apt-get install python3-torch");
+                             "torch in " SEDENSENET_PYTHON " (Debian: apt-get install python3-torch)");
   }
   std::vector<Row> rows;
   std::ifstream in(csv);
@@ -153,15 +172,17 @@ std::vector<Row> run_pytorch(const std::vector<Config>& configs, int threads, in
   std::getline(in, line);  // header
   while (std::getline(in, line)) {
     auto f = split_csv_line(line);
-    if (f.size() < 10) continue;
+    if (f.size() < 12) continue;
     Row r;
     r.impl = f[0];
     r.config = Config{f[1], std::stoll(f[2]), std::stoll(f[3]), std::stoll(f[4])};
     r.device = f[5];
-    r.mode = f[6];
-    r.peak_mb = std::stod(f[7]);
-    r.step_s = std::stod(f[8]);
-    r.img_per_s = std::stod(f[9]);
+    r.precision = f[6];
+    r.mode = f[7];
+    r.peak_mb = std::stod(f[8]);
+    r.reserved_mb = std::stod(f[9]);
+    r.step_s = std::stod(f[10]);
+    r.img_per_s = std::stod(f[11]);
     rows.push_back(r);
   }
   return rows;
@@ -191,7 +212,7 @@ int main(int argc, char** argv) {
   int threads = 0, steps = 5, warmup = 1;
   std::vector<int64_t> depths = {40, 100, 160, 250};
   int64_t batch = 64, size = 32, densenet121_batch = 0;
-  bool no_densenet121 = false, pytorch = false;
+  bool no_densenet121 = false, pytorch = false, bf16 = false;
   std::vector<std::string> modes = {"standard", "efficient", "efficient_input_only"};
   std::string csv_path = "efficient_memory.csv", svg_path = "efficient_memory.svg";
   std::string probe = SEDENSENET_MEMORY_PROBE_PATH;
@@ -210,7 +231,10 @@ int main(int argc, char** argv) {
                  "DenseNet-121 batch (default 8 on CPU, 64 on CUDA)");
   app.add_flag("--no-densenet121", no_densenet121, "skip DenseNet-121 + SE at 224x224");
   app.add_option("--modes", modes, "memory modes to measure")->delimiter(',');
-  app.add_flag("--pytorch", pytorch, "also measure the PyTorch reference (python3-torch, CPU)");
+  app.add_flag("--bf16", bf16, "bfloat16 autocast in the forward pass (both implementations)");
+  app.add_flag("--pytorch", pytorch,
+               "also measure the PyTorch reference (standard and torch.utils.checkpoint) with "
+               "the torch of " SEDENSENET_PYTHON);
   app.add_option("--csv", csv_path, "CSV output");
   app.add_option("--svg", svg_path, "SVG plot of peak memory against depth");
   app.add_option("--probe", probe, "memory probe library the Python side loads");
@@ -238,23 +262,25 @@ int main(int argc, char** argv) {
     std::vector<Row> rows;
     for (const auto& c : configs) {
       for (const auto& m : modes) {
-        auto row = measure(c, sedensenet::memory_mode_from_string(m), device, warmup, steps);
-        fmt::print("  {:<12} depth {:>3} batch {:>3} {:>3}px {:<22} peak {:>8.1f} MB  step {:.3f} s\n",
-                   c.model, c.depth, c.batch, c.size, m, row.peak_mb, row.step_s);
+        auto row = measure(c, sedensenet::memory_mode_from_string(m), device, bf16, warmup, steps);
+        fmt::print("  {:<12} depth {:>3} batch {:>3} {:>3}px {} {:<22} peak {:>8.1f} MB  reserved "
+                   "{:>8.1f} MB  step {:.3f} s\n",
+                   c.model, c.depth, c.batch, c.size, row.precision, m, row.peak_mb,
+                   row.reserved_mb, row.step_s);
         std::fflush(stdout);
         rows.push_back(row);
       }
     }
-    if (pytorch && !device.is_cuda()) {
-      auto py = run_pytorch(configs, threads, warmup, steps, probe, script);
+    if (pytorch) {
+      auto py = run_pytorch(configs, device, bf16, threads, warmup, steps, probe, script);
       rows.insert(rows.end(), py.begin(), py.end());
     }
 
     // Table: one line per configuration, ratios side by side.
-    fmt::print("\n{:<12} {:>5} {:>5} {:>5} | {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>7} {:>7} | {:>9} {:>9} {:>8}\n",
+    fmt::print("\n{:<12} {:>5} {:>5} {:>5} | {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>7} {:>7} {:>7} | {:>9} {:>9} {:>8}\n",
                "model", "depth", "batch", "size", "std MB", "eff MB", "bound MB", "std s",
-               "eff s", "mem", "time", "torch MB", "torch s", "std/torch");
-    fmt::print("{}\n", std::string(150, '-'));
+               "eff s", "mem", "res", "time", "torch MB", "torch s", "std/torch");
+    fmt::print("{}\n", std::string(158, '-'));
     for (const auto& c : configs) {
       const Row* s = find(rows, c, "sedensenet", "standard");
       const Row* e = find(rows, c, "sedensenet", "efficient");
@@ -262,15 +288,29 @@ int main(int argc, char** argv) {
       auto value = [](const Row* r, double Row::*f, const char* spec) {
         return r ? fmt::format(fmt::runtime(spec), r->*f) : std::string("-");
       };
-      fmt::print("{:<12} {:>5} {:>5} {:>5} | {:>9} {:>9} {:>9.1f} | {:>8} {:>8} | {:>7} {:>7} | {:>9} {:>9} {:>8}\n",
+      fmt::print("{:<12} {:>5} {:>5} {:>5} | {:>9} {:>9} {:>9.1f} | {:>8} {:>8} | {:>7} {:>7} {:>7} | {:>9} {:>9} {:>8}\n",
                  c.model, c.depth, c.batch, c.size, value(s, &Row::peak_mb, "{:.1f}"),
                  value(e, &Row::peak_mb, "{:.1f}"), lower_bound_mb(c),
                  value(s, &Row::step_s, "{:.3f}"), value(e, &Row::step_s, "{:.3f}"),
-                 ratio(e, s, &Row::peak_mb), ratio(e, s, &Row::step_s),
+                 ratio(e, s, &Row::peak_mb), ratio(e, s, &Row::reserved_mb), ratio(e, s, &Row::step_s),
                  value(ts, &Row::peak_mb, "{:.1f}"), value(ts, &Row::step_s, "{:.3f}"),
                  ratio(s, ts, &Row::step_s));
     }
-    fmt::print("mem, time: efficient / standard. std/torch: our standard step time / PyTorch's.\n");
+    fmt::print("mem, res, time: efficient / standard (live tensor peak, reserved peak, median step "
+               "time). std/torch: our standard step time / PyTorch's.\n");
+    if (pytorch) {
+      fmt::print("\nagainst PyTorch's torch.utils.checkpoint (use_reentrant=False), {}:\n",
+                 bf16 ? "bf16 autocast" : "float32");
+      for (const auto& c : configs) {
+        const Row* e = find(rows, c, "sedensenet", "efficient");
+        const Row* tc = find(rows, c, "pytorch", "checkpoint");
+        const Row* ts = find(rows, c, "pytorch", "standard");
+        fmt::print("  {:<12} {:>3}: checkpoint/standard mem {} time {}; our efficient/checkpoint "
+                   "mem {} time {}\n",
+                   c.model, c.depth, ratio(tc, ts, &Row::peak_mb), ratio(tc, ts, &Row::step_s),
+                   ratio(e, tc, &Row::peak_mb), ratio(e, tc, &Row::step_s));
+      }
+    }
     // Depth scaling of the efficient peak.
     const Config* d100 = nullptr;
     const Config* d250 = nullptr;
@@ -288,11 +328,11 @@ int main(int argc, char** argv) {
     }
 
     std::ofstream csv(csv_path);
-    csv << "impl,model,depth,batch,size,device,mode,peak_mb,step_s,img_per_s\n";
+    csv << "impl,model,depth,batch,size,device,precision,mode,peak_mb,reserved_mb,step_s,img_per_s\n";
     for (const auto& r : rows) {
-      csv << fmt::format("{},{},{},{},{},{},{},{:.2f},{:.4f},{:.2f}\n", r.impl, r.config.model,
-                         r.config.depth, r.config.batch, r.config.size, r.device, r.mode,
-                         r.peak_mb, r.step_s, r.img_per_s);
+      csv << fmt::format("{},{},{},{},{},{},{},{},{:.2f},{:.2f},{:.4f},{:.2f}\n", r.impl,
+                         r.config.model, r.config.depth, r.config.batch, r.config.size, r.device,
+                         r.precision, r.mode, r.peak_mb, r.reserved_mb, r.step_s, r.img_per_s);
     }
     fmt::print("wrote {}\n", csv_path);
 

@@ -100,7 +100,7 @@ int main(int argc, char** argv) {
       for (auto s : sizes) size_list += (size_list.empty() ? "" : ",") + std::to_string(s);
       for (auto w : workers) worker_list += "," + std::to_string(w);
       const auto command = fmt::format(
-          "/usr/bin/python3 {} --data {} --sizes {} --workers {} --batch {} --images {} --csv {}",
+          SEDENSENET_PYTHON " {} --data {} --sizes {} --workers {} --batch {} --images {} --csv {}",
           script, splits.train.root().string(), size_list, worker_list, batch, images, csv.string());
       fmt::print("running torchvision: {}\n", command);
       std::fflush(stdout);

@@ -2,8 +2,9 @@
 (python/sedensenet.py, the library's Python twin, SE on, r = 16), standard and with
 torch.utils.checkpoint on each layer's bottleneck as the original efficient_densenet_pytorch does.
 
-Memory is measured with SEDenseNet's own CPU tensor counter, loaded into this process from the
-memory probe library (the C++ benchmark passes --probe), so both sides use one method.
+Memory on the CPU is measured with SEDenseNet's own CPU tensor counter, loaded into this process
+from the memory probe library (the C++ benchmark passes --probe), so both sides use one method. On
+CUDA both sides read the caching allocator's statistics (allocated and reserved peaks).
 
   python3 pytorch_efficient_memory.py --configs densenet_bc:100:64:32,densenet121:121:8:224 \
       --threads 2 --warmup 1 --steps 5 --probe build/benchmarks/libsedensenet_memory_probe.so \
@@ -23,31 +24,48 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from sedensenet import DenseNet, preset  # noqa: E402
 
 
-def measure(model_name, depth, batch, size, efficient, warmup, steps, probe):
+def measure(model_name, depth, batch, size, efficient, warmup, steps, probe, device, bf16):
     torch.manual_seed(0)
     name = "densenet121" if model_name == "densenet121" else "densenet_bc_%d" % depth
-    model = DenseNet(**preset(name), num_classes=10, efficient=efficient)
+    model = DenseNet(**preset(name), num_classes=10, efficient=efficient).to(device)
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    images = torch.randn(batch, 3, size, size)
-    labels = torch.randint(0, 10, (batch,))
+    images = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.randint(0, 10, (batch,), device=device)
+    cuda = device.type == "cuda"
 
     def step():
         optimizer.zero_grad()
-        loss = F.cross_entropy(model(images), labels)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
         loss.backward()
         optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+
+    if cuda:
+        torch.cuda.empty_cache()
 
     for _ in range(warmup):
         step()
-    times, peak = [], 0
+    times, peak, reserved = [], 0, 0
     for _ in range(steps):
-        probe.sedensenet_probe_restart_peak()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        else:
+            probe.sedensenet_probe_restart_peak()
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-        peak = max(peak, probe.sedensenet_probe_peak())
-    return peak / 1e6, statistics.median(times)
+        if cuda:
+            peak = max(peak, torch.cuda.max_memory_allocated(device))
+            reserved = max(reserved, torch.cuda.max_memory_reserved(device))
+        else:
+            peak = max(peak, probe.sedensenet_probe_peak())
+            reserved = peak
+    del model, optimizer
+    return peak / 1e6, reserved / 1e6, statistics.median(times)
 
 
 def main():
@@ -59,26 +77,33 @@ def main():
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--probe", required=True, help="path of libsedensenet_memory_probe.so")
     parser.add_argument("--csv", required=True)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    probe = ctypes.CDLL(args.probe)
-    probe.sedensenet_probe_peak.restype = ctypes.c_int64
-    probe.sedensenet_probe_current.restype = ctypes.c_int64
-    probe.sedensenet_probe_install()
+    device = torch.device(args.device)
+    probe = None
+    if device.type == "cpu":
+        probe = ctypes.CDLL(args.probe)
+        probe.sedensenet_probe_peak.restype = ctypes.c_int64
+        probe.sedensenet_probe_current.restype = ctypes.c_int64
+        probe.sedensenet_probe_install()
+    precision = "bf16" if args.bf16 else "fp32"
 
     with open(args.csv, "w") as out:
-        out.write("impl,model,depth,batch,size,device,mode,peak_mb,step_s,img_per_s\n")
+        out.write("impl,model,depth,batch,size,device,precision,mode,peak_mb,reserved_mb,step_s,img_per_s\n")
         for spec in args.configs.split(","):
             model, depth, batch, size = spec.split(":")
             depth, batch, size = int(depth), int(batch), int(size)
             for mode, efficient in (("standard", False), ("checkpoint", True)):
-                peak, step = measure(model, depth, batch, size, efficient, args.warmup,
-                                     args.steps, probe)
-                print("  pytorch %-12s depth %3d batch %3d %3dpx %-11s peak %8.1f MB  step %.3f s"
-                      % (model, depth, batch, size, mode, peak, step), flush=True)
-                out.write("pytorch,%s,%d,%d,%d,cpu,%s,%.2f,%.4f,%.2f\n"
-                          % (model, depth, batch, size, mode, peak, step, batch / step))
+                peak, reserved, step = measure(model, depth, batch, size, efficient, args.warmup,
+                                               args.steps, probe, device, args.bf16)
+                print("  pytorch %-12s depth %3d batch %3d %3dpx %s %-11s peak %8.1f MB  step %.3f s"
+                      % (model, depth, batch, size, precision, mode, peak, step), flush=True)
+                out.write("pytorch,%s,%d,%d,%d,%s,%s,%s,%.2f,%.2f,%.4f,%.2f\n"
+                          % (model, depth, batch, size, device, precision, mode, peak, reserved,
+                             step, batch / step))
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
     auto measure_pytorch = [&](bool tuned) {
       const auto out = std::filesystem::temp_directory_path() / "sedensenet_pytorch_training.txt";
       const auto command = fmt::format(
-          "{}/usr/bin/python3 {}/pytorch_training.py --data {} --preset {} --image-size {} "
+          "{}" SEDENSENET_PYTHON " {}/pytorch_training.py --data {} --preset {} --image-size {} "
           "--batch {} --images {} --warmup-batches {} --workers {} --threads {} > {}",
           tuned ? std::string("GLIBC_TUNABLES=") + sedensenet::keep_freed_memory_tunables() + " " : "",
           SEDENSENET_BENCHMARK_DIR, train_set.root().string(), preset, image_size, batch, images,

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # On a Debian machine with the project's packages: copies the header-only dependencies the GPU
-# build needs (fmt, CLI11, nlohmann/json, stb) into .gpu-deps/include, a git-ignored folder that
-# travels with the working tree (the device tool's `carry`).
+# build needs (fmt, CLI11, nlohmann/json, stb, Catch2 for the CUDA tests) into .gpu-deps/include,
+# a git-ignored folder that travels with the working tree (the device tool's `carry`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 out=.gpu-deps/include
 rm -rf .gpu-deps
 mkdir -p "$out/stb"
-cp -r /usr/include/fmt /usr/include/CLI /usr/include/nlohmann "$out/"
+cp -r /usr/include/fmt /usr/include/CLI /usr/include/nlohmann /usr/include/catch2 "$out/"
 cp /usr/include/stb/stb_image.h /usr/include/stb/stb_image_write.h "$out/stb/"
 du -sh .gpu-deps
