@@ -27,54 +27,47 @@ BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
 CTEST_JOBS=${CTEST_JOBS:-2}
 
+status=0
 start=$(date +%s)
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
-cmake --build "$BUILD_DIR" -j "$JOBS"
-built=$(date +%s)
+# One build of the project and its CTest suite: build_and_test NAME DIR [cmake arguments...].
+# A failing suite sets the exit status; the other builds still run.
+build_and_test() {
+  local name=$1 dir=$2; shift 2
+  local began built rc
+  began=$(date +%s)
+  cmake -S . -B "$dir" "$@"
+  cmake --build "$dir" -j "$JOBS"
+  built=$(date +%s)
+  set +e
+  (cd "$dir" && ctest --output-on-failure -j "$CTEST_JOBS" "${ctest_args[@]}")
+  rc=$?
+  set -e
+  [[ $rc -eq 0 ]] || status=$rc
+  echo "test.sh: $name: build $((built - began)) s, tests $(( $(date +%s) - built)) s"
+}
+ctest_args=("$@")
 
-set +e
-(cd "$BUILD_DIR" && ctest --output-on-failure -j "$CTEST_JOBS" "$@")
-status=$?
-set -e
-tested=$(date +%s)
-echo "test.sh: build $((built - start)) s, tests $((tested - built)) s"
+build_and_test "LibTorch 1.13 (Debian)" "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
 
 if [[ "${TORCH2:-1}" != 0 ]]; then
-  torch2_start=$(date +%s)
+  began=$(date +%s)
   python2=$(scripts/setup-torch2.sh)
-  TORCH2_DIR=${TORCH2_DIR:-build-torch2}
-  prefix=$("$python2" -c 'import torch; print(torch.utils.cmake_prefix_path)')
-  cmake -S . -B "$TORCH2_DIR" -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix" \
+  echo "test.sh: LibTorch 2.x set-up $(( $(date +%s) - began)) s"
+  build_and_test "LibTorch 2.x (PyPI wheel)" "${TORCH2_DIR:-build-torch2}" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PREFIX_PATH="$("$python2" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
     -DSEDENSENET_PYTHON="$python2"
-  cmake --build "$TORCH2_DIR" -j "$JOBS"
-  torch2_built=$(date +%s)
-  set +e
-  (cd "$TORCH2_DIR" && ctest --output-on-failure -j "$CTEST_JOBS" "$@")
-  torch2_status=$?
-  set -e
-  [[ $torch2_status -eq 0 ]] || status=$torch2_status
-  tested=$(date +%s)
-  echo "test.sh: LibTorch 2.x set-up and build $((torch2_built - torch2_start)) s, tests $((tested - torch2_built)) s"
 fi
 
 if [[ "${SANITIZE:-1}" != 0 ]]; then
-  SANITIZE_DIR=${SANITIZE_DIR:-build-sanitize}
   # LibTorch is not instrumented; its one-time allocations at exit are not leaks of ours.
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
   export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/sanitizers/lsan.supp:print_suppressions=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-  cmake -S . -B "$SANITIZE_DIR" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  build_and_test "sanitizers and fuzzing (LibTorch 1.13, clang)" "${SANITIZE_DIR:-build-sanitize}" \
+    -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" -DSEDENSENET_SANITIZE=ON -DSEDENSENET_FUZZ=ON \
     -DSEDENSENET_FUZZ_SECONDS="${FUZZ_SECONDS:-20}" -DSEDENSENET_BUILD_EXAMPLES=OFF \
     -DSEDENSENET_BUILD_BENCHMARKS=OFF -DSEDENSENET_INSTALL=OFF
-  cmake --build "$SANITIZE_DIR" -j "$JOBS"
-  sanitize_built=$(date +%s)
-  set +e
-  (cd "$SANITIZE_DIR" && ctest --output-on-failure -j "$CTEST_JOBS" "$@")
-  sanitize_status=$?
-  set -e
-  [[ $sanitize_status -eq 0 ]] || status=$sanitize_status
-  echo "test.sh: sanitizer build $((sanitize_built - tested)) s, sanitizer tests and fuzzing $(( $(date +%s) - sanitize_built)) s"
 fi
 end=$(date +%s)
 echo "test.sh: total $((end - start)) s"

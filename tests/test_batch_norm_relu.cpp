@@ -18,6 +18,7 @@
 using namespace sedensenet;
 using sedensenet::test::AllClose;
 using sedensenet::test::Equals;
+using sedensenet::test::scaled_difference;
 
 namespace {
 
@@ -271,13 +272,6 @@ torch::Tensor values_at_the_kink(int64_t n, int64_t c, int64_t hw) {
     }
   }
   return x.view({n, c, hw / 4, 4});
-}
-
-// max |a - b| / max |b|.
-double scaled_difference(const torch::Tensor& a, const torch::Tensor& b) {
-  auto ad = a.detach().to(torch::kFloat64);
-  auto bd = b.detach().to(torch::kFloat64);
-  return ((ad - bd).abs().max() / bd.abs().max().clamp_min(1e-30)).item<double>();
 }
 
 // The exact derivative, in float64, of y = relu(batch_norm(x)) with the ReLU mask `mask` (the

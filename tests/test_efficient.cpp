@@ -8,18 +8,10 @@
 #include "support/tensor_matchers.hpp"
 
 using namespace sedensenet;
+using sedensenet::test::scaled_difference;
 using Catch::Matchers::Contains;
 
 namespace {
-// max |a - b| / max |b|: the difference relative to the tensor's own scale (element-wise relative
-// differences are meaningless for gradients that happen to be ~0).
-double scaled_difference(const torch::Tensor& a, const torch::Tensor& b) {
-  auto ad = a.detach().to(torch::kDouble);
-  auto bd = b.detach().to(torch::kDouble);
-  const double scale = std::max(bd.abs().max().item<double>(), 1e-30);
-  return (ad - bd).abs().max().item<double>() / scale;
-}
-
 struct Pair {
   DenseNet standard{nullptr};
   DenseNet efficient{nullptr};

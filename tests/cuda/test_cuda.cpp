@@ -19,17 +19,11 @@
 #endif
 
 using namespace sedensenet;
+using sedensenet::test::scaled_difference;
 namespace fs = std::filesystem;
 
 namespace {
 const torch::Device kCuda(torch::kCUDA, 0);
-
-double scaled_difference(const torch::Tensor& a, const torch::Tensor& b) {
-  auto ad = a.detach().to(torch::kCPU, torch::kDouble);
-  auto bd = b.detach().to(torch::kCPU, torch::kDouble);
-  const double scale = std::max(bd.abs().max().item<double>(), 1e-30);
-  return (ad - bd).abs().max().item<double>() / scale;
-}
 
 struct Step {
   torch::Tensor logits;

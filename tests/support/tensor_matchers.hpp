@@ -4,6 +4,7 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <sstream>
 #include <string>
 
@@ -16,6 +17,15 @@ inline double max_relative_difference(const torch::Tensor& a, const torch::Tenso
   auto bd = b.detach().to(torch::kDouble).cpu();
   auto denom = bd.abs().clamp_min(floor);
   return ((ad - bd).abs() / denom).max().item<double>();
+}
+
+/// max |a - b| / max |b|: the difference relative to the tensor's own scale (element-wise relative
+/// differences are meaningless for gradients that happen to be ~0). Any device and type.
+inline double scaled_difference(const torch::Tensor& a, const torch::Tensor& b) {
+  auto ad = a.detach().to(torch::kCPU, torch::kDouble);
+  auto bd = b.detach().to(torch::kCPU, torch::kDouble);
+  const double scale = std::max(bd.abs().max().item<double>(), 1e-30);
+  return (ad - bd).abs().max().item<double>() / scale;
 }
 
 /// Passes when shapes match and every element satisfies |a - b| <= atol + rtol * |b|; on failure
