@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# GPU benchmark, one prepared command for a lent GPU machine (one device call, at most 9 minutes,
-# build included). It builds the library, benchmarks/efficient_memory and the CUDA tests against
+# GPU benchmark, one prepared command for a lent GPU machine (one device call of at most 9 minutes,
+# build included: each run below is capped at 150 s, the CUDA tests at 120 s). It builds the library, benchmarks/efficient_memory and the CUDA tests against
 # the CUDA LibTorch inside PyTorch's Python package, runs the CUDA tests, then measures on the same
 # GPU in the same run, for SE-DenseNet-BC-100 and -250 (k = 12, 32x32, batch 64) and
 # DenseNet-121 + SE (224x224, batch 64):
@@ -69,7 +69,7 @@ run() {  # name, extra arguments; a failed run is reported and the next one stil
   local name=$1; shift
   echo "== $name"
   set +e
-  timeout 240 "$bench" "${sizes[@]}" "$@" --csv "$out/$name.csv" --svg "$out/$name.svg" \
+  timeout 150 "$bench" "${sizes[@]}" "$@" --csv "$out/$name.csv" --svg "$out/$name.svg" \
     2>&1 | tee "$out/$name.log"
   local rc=${PIPESTATUS[0]}
   set -e
