@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU benchmark, one prepared command for a lent GPU machine (one device call of at most 9 minutes,
-# build included: each run below is capped at 150 s, the CUDA tests at 120 s). It builds the library, benchmarks/efficient_memory and the CUDA tests against
-# the CUDA LibTorch inside PyTorch's Python package, runs the CUDA tests, then measures on the same
+# build included: each run below is capped at 150 s, the CUDA tests at 120 s). It builds the
+# library, benchmarks/efficient_memory and the CUDA tests against the CUDA LibTorch inside
+# PyTorch's Python package, runs the CUDA tests, then measures on the same
 # GPU in the same run, for SE-DenseNet-BC-100 and -250 (k = 12, 32x32, batch 64) and
 # DenseNet-121 + SE (224x224, batch 64):
 #   - standard against efficient dense layers, and PyTorch eager against PyTorch with
