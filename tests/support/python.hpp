@@ -51,9 +51,11 @@ inline std::string run_python(const std::string& script, const std::string& args
   REQUIRE(std::filesystem::exists(python_interpreter()));
   const auto result =
       run_command(python_interpreter() + " " + path.string() + " " + args);
-  INFO("python3 " << path.string() << " " << args << " exited with " << result.exit_code
-                  << ":\n" << result.output
-                  << "\n(needs: apt-get install python3-torch python3-torchvision)");
+  INFO(python_interpreter() << " " << path.string() << " " << args << " exited with "
+                             << result.exit_code << ":\n" << result.output
+                             << "\n(needs torch and torchvision of the LibTorch's version in that "
+                                "Python: Debian's python3-torch python3-torchvision, or "
+                                "scripts/setup-torch2.sh for the 2.x build; CMake's SEDENSENET_PYTHON)");
   REQUIRE(result.exit_code == 0);
   return result.output;
 }
