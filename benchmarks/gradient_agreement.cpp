@@ -8,6 +8,7 @@
 //   gradient_agreement [--depth 40] [--growth 12] [--batch 12] [--size 32] [--seeds 1,2,3,4,7]
 //                      [--dropout 0] [--threads 0] [--csv gradient_agreement.csv]
 #include <sedensenet/sedensenet.hpp>
+#include <torch/nn/functional/loss.h>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>

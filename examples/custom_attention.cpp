@@ -3,6 +3,8 @@
 //
 //   custom_attention [STEPS]
 #include <sedensenet/sedensenet.hpp>
+#include <torch/nn/functional/loss.h>
+#include <torch/optim/adam.h>
 
 #include <iostream>
 

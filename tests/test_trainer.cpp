@@ -10,6 +10,7 @@
 #include <tuple>
 
 #include "sedensenet/io/checkpoint_file.hpp"
+#include "sedensenet/io/files.hpp"
 #include "sedensenet/nn.hpp"
 #include "sedensenet/train.hpp"
 #include "support/image_tree.hpp"

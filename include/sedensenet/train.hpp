@@ -1,12 +1,17 @@
 #pragma once
 /// \file
-/// Training: options, the Trainer, metrics, history, progress output.
+/// Training: options, the Trainer and its parts (optimizer factory, run state, run folder,
+/// data parallelism), metrics, history, progress output.
 
+#include "sedensenet/train/data_parallel.hpp"
 #include "sedensenet/train/history.hpp"
 #include "sedensenet/train/legacy_checkpoint.hpp"
 #include "sedensenet/train/metrics.hpp"
+#include "sedensenet/train/optimizer_factory.hpp"
 #include "sedensenet/train/optimizer_state.hpp"
 #include "sedensenet/train/options.hpp"
 #include "sedensenet/train/progress.hpp"
+#include "sedensenet/train/run_folder.hpp"
+#include "sedensenet/train/run_state.hpp"
 #include "sedensenet/train/schedule.hpp"
 #include "sedensenet/train/trainer.hpp"

@@ -1,6 +1,6 @@
 #pragma once
 /// \file
-/// Declarations of the library's compiled part (src/image_codec.cpp): the stb_image and
+/// Declarations of the library's compiled part (src/data/image_codec.cpp): the stb_image and
 /// stb_image_write calls and zlib. Users call the functions of image.hpp instead.
 
 #include <cstddef>
@@ -45,6 +45,6 @@ uint32_t crc32(const uint8_t* data, size_t size);
 namespace sedensenet::detail {
 /// Makes LibTorch run intra-op work of the calling thread on that thread alone (OpenMP builds):
 /// data-loading workers call it so that they do not each start a team of threads next to the
-/// training thread's. Defined in src/threading.cpp.
+/// training thread's. Defined in src/util/threading.cpp.
 void use_single_intra_op_thread();
 }  // namespace sedensenet::detail

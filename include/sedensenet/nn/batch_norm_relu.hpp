@@ -40,7 +40,7 @@ struct ChannelLayout {
   int64_t n, c, hw;
 };
 
-/// Fused kernels, compiled in the library (src/batch_norm_relu.cpp, with OpenMP and an AVX2
+/// Fused kernels, compiled in the library (src/nn/batch_norm_relu.cpp, with OpenMP and an AVX2
 /// variant chosen at run time). x, y, dy, dx: contiguous (N, C, H, W) float32; w, b: (C).
 ///
 /// Forward: y = max((x - mean) * invstd * w + b, 0), with the batch mean, 1/sqrt(var + eps) and

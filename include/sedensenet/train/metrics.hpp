@@ -170,4 +170,12 @@ class ConfusionMatrix {
   torch::Tensor counts_;
 };
 
+/// What `Trainer::evaluate` measures: mean loss, top-1 and top-5 accuracy (top-5: NaN with fewer
+/// than 5 classes; all NaN for an empty source), the number of images and the confusion matrix.
+struct Evaluation {
+  double loss = NAN, accuracy = NAN, top5 = NAN;
+  int64_t images = 0;
+  ConfusionMatrix confusion;
+};
+
 }  // namespace sedensenet

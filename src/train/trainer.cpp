@@ -1,0 +1,419 @@
+// The training loop: see include/sedensenet/train/trainer.hpp.
+#include "sedensenet/train/trainer.hpp"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/cuda.h>
+#include <torch/nn/functional/loss.h>
+#include <torch/nn/utils/clip_grad.h>
+
+#include <chrono>
+#include <cmath>
+#include <optional>
+#include <sstream>
+
+#include "sedensenet/io/files.hpp"
+#include "sedensenet/train/optimizer_factory.hpp"
+#include "sedensenet/train/optimizer_state.hpp"
+#include "sedensenet/train/run_folder.hpp"
+#include "sedensenet/train/schedule.hpp"
+#include "sedensenet/util/errors.hpp"
+#include "sedensenet/util/threads.hpp"
+#include "sedensenet/util/torch_compat.hpp"
+
+namespace sedensenet {
+
+namespace {
+
+TrainerOptions validated(TrainerOptions options) {
+  options.validate();
+  return options;
+}
+
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+// The reader's messages start with the file's name: say it once.
+std::string without_prefix(std::string reason, const std::filesystem::path& path) {
+  const std::string prefix = path.string() + ": ";
+  if (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
+  return reason;
+}
+
+}  // namespace
+
+Trainer::Trainer(std::shared_ptr<torch::nn::Module> module, Forward forward, TrainerOptions options)
+    : module_(std::move(module)),
+      forward_(std::move(forward)),
+      options_(validated(std::move(options))),
+      device_(options_.device()),
+      mix_(options_.mixup_alpha(), options_.cutmix_alpha(), options_.seed()) {
+  TORCH_CHECK(!device_.is_cuda() || torch::cuda::is_available(), "TrainerOptions: device '",
+              options_.device(), "' requested but CUDA is not available in this build/machine");
+  set_num_threads(options_.threads());
+  module_->to(device_);
+  optimizer_ = make_optimizer(module_->parameters(), options_);
+}
+
+Trainer::~Trainer() = default;
+
+void Trainer::set_communicator(std::shared_ptr<Communicator> communicator, double bucket_mb,
+                               double first_bucket_mb) {
+  parallel_ = DataParallel(std::move(communicator), bucket_mb, first_bucket_mb);
+}
+
+void Trainer::resume(const std::filesystem::path& run_dir) {
+  const RunFolder folder(run_dir);
+  const auto path = folder.last_checkpoint(), best_path = folder.best_checkpoint();
+  // Distributed: rank 0 reads the files and sends them, so other machines need no copy.
+  const std::string last_bytes = parallel_.from_root([&] {
+    TORCH_CHECK(std::filesystem::exists(path), "cannot resume: ", path.string(),
+                " not found (no completed epoch in that run folder?)");
+    try {
+      return io::read_regular_file(path);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "cannot resume: ", error_message(e));
+    }
+    return std::string();
+  });
+  const std::string best_bytes = parallel_.from_root([&] {
+    if (!std::filesystem::exists(best_path)) return std::string();
+    try {
+      return io::read_regular_file(best_path);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "cannot resume: ", error_message(e), "; move it away to resume without it");
+    }
+    return std::string();
+  });
+  io::CheckpointFile last;
+  RunState state;
+  try {
+    last = io::decode_checkpoint(last_bytes, path);
+    state = RunState::from_json(last.state, path.string());
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "cannot resume: ", path.string(), " is not a readable checkpoint: ",
+                without_prefix(error_message(e), path));
+  }
+  TORCH_CHECK(!last.optimizer.is_null(), "cannot resume: ", path.string(), " holds weights only "
+              "(a best.pt, or a converted old checkpoint): its optimizer state is missing. "
+              "Start a new run with --init-weights ", path.string(), " instead");
+  try {
+    io::load_module_tensors(*module_, last.model, path.string());
+    load_optimizer_state(*optimizer_, options_.optimizer(), last.optimizer, last.optimizer_tensors,
+                         path.string());
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, "cannot resume: ", error_message(e), ". Resume with the run's own "
+                "model and settings (its config.json)");
+  }
+  module_->to(device_);
+  // What the program set before resuming wins over what the checkpoint recorded.
+  if (!state_.metadata.is_null()) state.metadata = state_.metadata;
+  if (!state_.classes.empty()) state.classes = state_.classes;
+  DataParallel::RankState saved{last.extra_tensor("rng_cpu"), state.partial};
+  TORCH_CHECK(saved.rng.defined() && saved.rng.scalar_type() == torch::kUInt8 &&
+                  saved.rng.numel() == at::detail::getDefaultCPUGenerator().get_state().numel(),
+              "cannot resume: ", path.string(), " has no valid random state (damaged checkpoint?)");
+  // Each rank continues with its own random state and epoch metrics when the run had as many
+  // ranks; a run resumed on another number of ranks continues at an epoch boundary only.
+  auto mine = parallel_.restore_rank_state(last, path.string(), *module_, state.epoch, state.batch,
+                                           std::move(saved));
+  rng_state_ = mine.rng;
+  state.partial = mine.partial;
+  if (!best_bytes.empty()) {
+    // Keep the best weights in memory as the uninterrupted run would have: loaded into the model
+    // (a strict check that works for any module, Cloneable or not), then the current weights go back.
+    try {
+      auto best = io::decode_checkpoint(best_bytes, best_path);
+      const auto current = io::module_tensors(*module_);
+      io::load_module_tensors(*module_, best.model, best_path.string());
+      io::load_module_tensors(*module_, current, "the current weights");
+      best_weights_ = std::move(best.model);
+    } catch (const std::exception& e) {
+      TORCH_CHECK(false, "cannot resume: ", error_message(e), "; move it away to resume without it");
+    }
+  }
+  state_ = std::move(state);
+  resumed_ = true;
+}
+
+TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
+  stop_requested_ = false;
+  const std::optional<RunFolder> folder =
+      options_.run_dir().empty() ? std::nullopt : std::optional<RunFolder>(RunFolder(options_.run_dir()));
+  const bool writes = folder && rank() == 0;
+  if (writes) {
+    folder->prepare();
+    write_config(folder->path());
+  }
+  if (resumed_ && rng_state_.defined()) {
+    at::Generator cpu = at::detail::getDefaultCPUGenerator();
+    cpu.set_state(rng_state_);
+  } else {
+    // Rank 0 draws what a single process would; the others get streams of their own.
+    torch::manual_seed(options_.seed() + static_cast<uint64_t>(rank()) * 1000003u +
+                       (resumed_ ? static_cast<uint64_t>(state_.epoch) : 0u));
+  }
+  parallel_.start(train, test, *module_, /*keep_buffers=*/resumed_ && state_.batch > 0);
+  LearningRateSchedule schedule(options_, train.batches_per_epoch());
+  if (!state_.schedule.is_null()) schedule.from_json(state_.schedule);
+
+  TrainResult result;
+  for (int64_t epoch = state_.epoch; epoch < options_.epochs(); ++epoch) {
+    const auto started = std::chrono::steady_clock::now();
+    EpochMetrics metrics;
+    metrics.epoch = epoch + 1;
+    if (!train_epoch(train, epoch, schedule, metrics)) {
+      // Stopped after a batch in the middle of the epoch: last.pt records the exact position
+      // (weights, optimizer, random state, the epoch's metrics so far), so that a resumed run
+      // continues with the next batch and ends as an uninterrupted one would.
+      result.interrupted = true;
+      state_.schedule = schedule.to_json();
+      if (folder) write_checkpoint(folder->last_checkpoint(), /*full=*/true);
+      break;
+    }
+    state_.batch = 0;
+    state_.partial = nullptr;
+    parallel_.average_buffers(*module_);  // one model on every rank
+    if (test != nullptr) {
+      auto evaluation = evaluate(*test);
+      metrics.test_loss = evaluation.loss;
+      metrics.test_accuracy = evaluation.accuracy;
+      metrics.test_top5 = evaluation.top5;
+      schedule.observe(evaluation.loss);
+    }
+    metrics.seconds = parallel_.max({seconds_since(started)}).at(0);  // one history on every rank
+    state_.history.add(metrics);
+
+    const double score = test != nullptr ? metrics.test_accuracy : metrics.train_accuracy;
+    const bool improved = std::isnan(state_.best_accuracy) || score > state_.best_accuracy;
+    if (improved) {
+      state_.best_accuracy = score;
+      state_.best_epoch = metrics.epoch;
+      state_.epochs_without_improvement = 0;
+      best_weights_ = io::module_tensors(*module_);
+    } else {
+      ++state_.epochs_without_improvement;
+    }
+    state_.epoch = epoch + 1;
+    state_.schedule = schedule.to_json();
+    if (folder) {
+      if (improved) write_checkpoint(folder->best_checkpoint(), /*full=*/false);
+      write_checkpoint(folder->last_checkpoint(), /*full=*/true);
+      if (writes) folder->write_history(state_.history);
+    }
+    for (auto& callback : epoch_callbacks_) callback(metrics);
+    if (options_.early_stopping_patience() > 0 &&
+        state_.epochs_without_improvement >= options_.early_stopping_patience()) {
+      result.early_stopped = true;
+      break;
+    }
+    if (stop_requested_) {
+      result.interrupted = state_.epoch < options_.epochs();
+      break;
+    }
+  }
+
+  // The reference keeps the weights with the best test accuracy: load them.
+  if (!best_weights_.empty()) {
+    io::load_module_tensors(*module_, best_weights_, "the best weights");
+    module_->to(device_);
+  }
+  if (folder && test != nullptr && !best_weights_.empty() && !result.interrupted) {
+    const auto evaluation = evaluate(*test);
+    if (writes) folder->write_final_metrics(evaluation, state_.classes, state_.best_epoch);
+  }
+  result.history = state_.history;
+  result.best_epoch = state_.best_epoch;
+  result.best_accuracy = state_.best_accuracy;
+  return result;
+}
+
+Evaluation Trainer::evaluate(BatchSource& source) {
+  parallel_.shard_for_evaluation(source);
+  const bool was_training = module_->is_training();
+  module_->eval();
+  torch::NoGradGuard no_grad;
+  RunningMetrics running;
+  Evaluation result;
+  int64_t classes = 0;
+  source.for_each(0, [&](const data::Batch& batch) {
+    if (batch.labels.size(0) == 0) return true;
+    auto x = batch.images.to(device_, /*non_blocking=*/true);
+    auto y = batch.labels.to(device_);
+    auto logits = forward_with_autocast(x).to(torch::kFloat);
+    if (classes == 0) {
+      classes = logits.size(1);
+      result.confusion = ConfusionMatrix(classes);
+    }
+    auto loss = torch::nn::functional::cross_entropy(logits, y);
+    running.add(logits, y, loss.item<double>());
+    result.confusion.add(logits, y);
+    return true;
+  });
+  if (was_training) module_->train();
+  parallel_.reduce_evaluation(running, result.confusion, classes);
+  result.images = running.count();
+  if (running.count() > 0) {
+    result.loss = running.loss();
+    result.accuracy = running.accuracy();
+    result.top5 = classes >= 5 ? running.top5() : NAN;
+  }
+  return result;
+}
+
+torch::Tensor Trainer::forward_with_autocast(const torch::Tensor& x) {
+  if (!(options_.bf16() && device_.is_cuda())) return forward_(x);
+  compat::AutocastGuard autocast(at::kCUDA, at::kBFloat16);
+  return forward_(x);
+}
+
+bool Trainer::train_epoch(BatchSource& train, int64_t epoch, LearningRateSchedule& schedule,
+                          EpochMetrics& metrics) {
+  namespace F = torch::nn::functional;
+  module_->train();
+  RunningMetrics running;
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t batches = train.batches_per_epoch();
+  int64_t batch_index = 0;
+  if (state_.batch > 0 && epoch == state_.epoch) {
+    // Resumed from a checkpoint taken in the middle of this epoch.
+    batch_index = state_.batch;
+    if (!state_.partial.is_null()) running = RunningMetrics::from_json(state_.partial);
+  }
+  const int64_t first_batch = batch_index;
+  const int64_t images_before = running.count();  // speed counts this session's images only
+  double lr = schedule.at(epoch, 0);
+  const auto ce = F::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing());
+  bool stopped = false;
+  int64_t classes = 0;
+  train.for_each_from(epoch, first_batch, [&](const data::Batch& batch) {
+    // An empty batch (every file unusable) is skipped; in a distributed run this rank still
+    // takes part in the step's collectives, contributing nothing.
+    const bool empty = batch.labels.size(0) == 0;
+    if (empty && !parallel_.distributed()) {
+      ++batch_index;
+      return true;
+    }
+    lr = schedule.at(epoch, batch_index);
+    set_learning_rate(*optimizer_, lr);
+    torch::Tensor logits, loss, counted;
+    double loss_value = 0;
+    if (!empty) {
+      auto x = batch.images.to(device_, /*non_blocking=*/true);
+      auto y = batch.labels.to(device_);
+      auto mixed = mix_(x, epoch, batch_index);
+      logits = forward_with_autocast(mixed.images).to(torch::kFloat);
+      loss = F::cross_entropy(logits, y, ce);
+      counted = y;
+      if (mixed.lambda < 1.0) {
+        auto y2 = y.index_select(0, mixed.permutation);
+        loss = loss * mixed.lambda + F::cross_entropy(logits, y2, ce) * (1 - mixed.lambda);
+        if (mixed.lambda < 0.5) counted = y2;  // accuracy counts the dominant label
+      }
+      loss_value = loss.item<double>();
+    }
+    const auto check = parallel_.check_step(loss_value, stop_requested_);
+    if (!check.non_finite_ranks.empty()) {
+      throw TrainingError(non_finite_message(loss_value, epoch, batch_index, batches, lr,
+                                             check.non_finite_ranks));
+    }
+    optimizer_->zero_grad();
+    parallel_.backward(loss);
+    if (options_.grad_clip_norm() > 0) {
+      torch::nn::utils::clip_grad_norm_(module_->parameters(), options_.grad_clip_norm());
+    }
+    optimizer_->step();
+    if (!empty) {
+      running.add(logits, counted, loss_value);
+      classes = logits.size(1);
+    }
+    ++batch_index;
+    if (!batch_callbacks_.empty()) {
+      BatchEvent event;
+      event.epoch = epoch + 1;
+      event.epochs = options_.epochs();
+      event.batch = batch_index;
+      event.batches = batches;
+      event.loss = running.loss();
+      event.accuracy = running.accuracy();
+      event.lr = lr;
+      event.elapsed_seconds = seconds_since(started);
+      event.images_per_second =
+          static_cast<double>(running.count() - images_before) / event.elapsed_seconds;
+      for (auto& callback : batch_callbacks_) callback(event);
+    }
+    // One process stops after the batch during which it was asked to (a callback above may
+    // ask); ranks stop together after the batch whose flags carried the request.
+    const bool stop = parallel_.distributed() ? check.stop : stop_requested_.load();
+    if (stop && batch_index < batches) {
+      stopped = true;
+      state_.batch = batch_index;
+      state_.partial = running.to_json();
+      return false;
+    }
+    return true;
+  });
+  double seconds = seconds_since(started);
+  auto session_images = static_cast<double>(running.count() - images_before);
+  if (!stopped) {
+    // Global figures: sums over the ranks; the epoch took as long as its slowest rank.
+    running = parallel_.sum(running);
+    const auto sums = parallel_.sum({session_images, stop_requested_ ? 1.0 : 0.0});
+    const auto maxima = parallel_.max({seconds, static_cast<double>(classes)});
+    session_images = sums[0];
+    if (sums[1] > 0) stop_requested_ = true;  // every rank stops after this epoch
+    seconds = maxima[0];
+    classes = static_cast<int64_t>(maxima[1]);
+  }
+  metrics.train_loss = running.loss();
+  metrics.train_accuracy = running.accuracy();
+  metrics.train_top5 = classes >= 5 ? running.top5() : NAN;
+  metrics.lr = lr;
+  metrics.train_images = running.count();
+  metrics.images_per_second = session_images / seconds;
+  return !stopped;
+}
+
+std::string Trainer::non_finite_message(double value, int64_t epoch, int64_t batch_index,
+                                        int64_t batches, double lr,
+                                        const std::vector<int64_t>& ranks) const {
+  std::ostringstream os;
+  os << "the loss became " << (std::isfinite(value) ? std::string("non-finite") : std::to_string(value));
+  if (parallel_.distributed()) {
+    os << (ranks.size() == 1 ? " on rank " : " on ranks ");
+    for (size_t i = 0; i < ranks.size(); ++i) os << (i ? ", " : "") << ranks[i];
+  }
+  os << " at epoch " << epoch + 1 << ", batch " << batch_index + 1 << " of " << batches
+     << " (learning rate " << lr << "); "
+     << (options_.run_dir().empty()
+             ? std::string("nothing was saved")
+             : options_.run_dir() + "/last.pt holds the last good state (epoch " +
+                   std::to_string(state_.epoch) + ")")
+     << ". Lower the learning rate, enable gradient clipping (grad_clip_norm) or check the data";
+  return os.str();
+}
+
+void Trainer::write_checkpoint(const std::filesystem::path& path, bool full) {
+  auto state = state_.to_json(options_);
+  io::NamedTensors rank_tensors;
+  if (full) rank_tensors = parallel_.gather_rank_state(state, *module_, state_.batch > 0, state_.partial);
+  if (rank() != 0) return;
+  io::CheckpointFile file;
+  file.state = std::move(state);
+  file.model = io::module_tensors(*module_);
+  if (full) {
+    std::tie(file.optimizer, file.optimizer_tensors) = optimizer_state(*optimizer_, options_.optimizer());
+    file.extra.emplace_back("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+    for (auto& t : rank_tensors) file.extra.push_back(std::move(t));
+  }
+  io::write_checkpoint_file(path, file);
+}
+
+void Trainer::write_config(const std::filesystem::path& run_dir) {
+  nlohmann::json config = {{"trainer", options_.to_json()}, {"metadata", state_.metadata},
+                           {"classes", state_.classes}};
+  if (parallel_.distributed()) config["distributed"] = parallel_.describe();
+  RunFolder(run_dir).write_config(config);
+}
+
+}  // namespace sedensenet
