@@ -400,7 +400,7 @@ TEST_CASE("TrainerOptions are validated with the option, its value and the range
           "[trainer][errors]") {
   using Case = std::pair<std::function<TrainerOptions()>, std::string>;
   auto [make, message] = GENERATE(values<Case>({
-      {[] { return TrainerOptions().epochs(0); }, "epochs must be >= 1, got 0"},
+      {[] { return TrainerOptions().epochs(0); }, "epochs must be in [1, 100000], got 0"},
       {[] { return TrainerOptions().lr(-1); }, "lr must be > 0, got -1"},
       {[] { return TrainerOptions().momentum(1.0); }, "momentum must be in [0, 1), got 1"},
       {[] { return TrainerOptions().nesterov(true); }, "nesterov applies to the sgd optimizer only"},

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "sedensenet/nn/attention.hpp"
+#include "sedensenet/util/option_schema.hpp"
 
 namespace sedensenet {
 
@@ -43,13 +44,14 @@ inline const char* to_string(MemoryMode mode) {
   return "unknown";
 }
 
+/// Every memory mode (for option schemas).
+inline std::vector<MemoryMode> enum_values(MemoryMode) {
+  return {MemoryMode::standard, MemoryMode::efficient, MemoryMode::efficient_input_only};
+}
+
 /// Parses "standard", "efficient" or "efficient_input_only"; throws naming the value otherwise.
 inline MemoryMode memory_mode_from_string(const std::string& name) {
-  if (name == "standard") return MemoryMode::standard;
-  if (name == "efficient") return MemoryMode::efficient;
-  if (name == "efficient_input_only") return MemoryMode::efficient_input_only;
-  TORCH_CHECK(false, "unknown memory mode '", name,
-              "': expected one of standard, efficient, efficient_input_only");
+  return schema::enum_from_string<MemoryMode>(name, "memory mode");
 }
 
 inline std::ostream& operator<<(std::ostream& os, MemoryMode mode) { return os << to_string(mode); }
@@ -68,6 +70,11 @@ enum class SEGate {
   sigmoid,         ///< `Sigmoid`, the reference.
   scaled_sigmoid,  ///< `ScaledSigmoid`: 2*sigmoid, with fc2 starting at zero (identity gate).
 };
+
+inline const char* to_string(SEGate gate) {
+  return gate == SEGate::sigmoid ? "sigmoid" : "scaled_sigmoid";
+}
+inline std::vector<SEGate> enum_values(SEGate) { return {SEGate::sigmoid, SEGate::scaled_sigmoid}; }
 
 /// Options of one dense layer. `in_channels` is the number of channels of the concatenated input.
 ///
@@ -165,6 +172,29 @@ struct DenseNetOptions {
   TORCH_ARG(MemoryMode, memory) = MemoryMode::standard;
 
  public:
+  /// Every option once: its key (JSON in checkpoints and config files; the tool's flag with '-'
+  /// for '_'), member, help and range. JSON and the tool's flags come from this list; `DenseNet`
+  /// checks the options when it is built.
+  template <typename Visitor>
+  static void fields(Visitor&& visit) {
+    using schema::any;
+    using schema::at_least;
+    using schema::between;
+    using T = DenseNetOptions;
+    visit("growth_rate", &T::growth_rate_, "k: channels each dense layer adds", at_least(1));
+    visit("block_config", &T::block_config_, "layers per dense block, comma-separated (e.g. 16,16,16)", any());
+    visit("num_init_features", &T::num_init_features_, "channels after the stem", at_least(1));
+    visit("compression", &T::compression_, "transition width factor", between(0, 1, true, false));
+    visit("bn_size", &T::bn_size_, "bottleneck width factor (conv1 outputs bn_size * k channels)", at_least(1));
+    visit("drop_rate", &T::drop_rate_, "dropout after each dense layer", between(0, 1, false, true));
+    visit("num_classes", &T::num_classes_, "outputs of the classifier", at_least(1));
+    visit("small_inputs", &T::small_inputs_, "3x3 stem for small images (CIFAR style); false: 7x7/2 stem and max-pool (ImageNet style)", any());
+    visit("se_reduction", &T::se_reduction_, "SE reduction ratio (0 = no SE)", at_least(0));
+    visit("se_min_hidden", &T::se_min_hidden_, "smallest SE hidden width", at_least(1));
+    visit("se_gate", &T::se_gate_, "SE gate: sigmoid or scaled_sigmoid (starts as the identity)", any());
+    visit("memory", &T::memory_, "dense layers: standard, efficient or efficient_input_only", any());
+  }
+
   /// DenseNet-BC for 32x32 inputs (CIFAR style): three blocks of (depth - 4) / 6 layers each,
   /// 2k initial features. `depth` must be 6n + 4 (40, 100, 190, 250...). Sets the shape only.
   static DenseNetOptions densenet_bc(int64_t depth = 100, int64_t growth_rate = 12) {
@@ -221,12 +251,6 @@ struct DenseNetOptions {
     TORCH_CHECK(false, "unknown preset '", name,
                 "': expected densenet121, densenet169, densenet201, densenet161 or "
                 "densenet_bc_<depth>[_k<growth>] (e.g. densenet_bc_100, densenet_bc_40_k12)");
-  }
-
-  /// Names accepted by `preset` (the DenseNet-BC family shown by two examples).
-  static std::vector<std::string> preset_names() {
-    return {"densenet121", "densenet169", "densenet201", "densenet161", "densenet_bc_100",
-            "densenet_bc_40_k12"};
   }
 
  private:

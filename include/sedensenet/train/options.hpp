@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "sedensenet/util/json.hpp"
+#include "sedensenet/util/option_schema.hpp"
 
 namespace sedensenet {
 
@@ -41,6 +41,9 @@ inline const char* to_string(OptimizerKind k) {
   }
   return "?";
 }
+inline std::vector<OptimizerKind> enum_values(OptimizerKind) {
+  return {OptimizerKind::adam, OptimizerKind::adamw, OptimizerKind::sgd};
+}
 
 inline const char* to_string(ScheduleKind k) {
   switch (k) {
@@ -53,21 +56,16 @@ inline const char* to_string(ScheduleKind k) {
   }
   return "?";
 }
-
-inline OptimizerKind optimizer_from_string(const std::string& s) {
-  if (s == "adam") return OptimizerKind::adam;
-  if (s == "adamw") return OptimizerKind::adamw;
-  if (s == "sgd") return OptimizerKind::sgd;
-  TORCH_CHECK(false, "unknown optimizer '", s, "': expected adam, adamw or sgd");
+inline std::vector<ScheduleKind> enum_values(ScheduleKind) {
+  return {ScheduleKind::constant, ScheduleKind::step,    ScheduleKind::multistep,
+          ScheduleKind::cosine,   ScheduleKind::plateau, ScheduleKind::onecycle};
 }
 
+inline OptimizerKind optimizer_from_string(const std::string& s) {
+  return schema::enum_from_string<OptimizerKind>(s, "optimizer");
+}
 inline ScheduleKind schedule_from_string(const std::string& s) {
-  for (auto k : {ScheduleKind::constant, ScheduleKind::step, ScheduleKind::multistep,
-                 ScheduleKind::cosine, ScheduleKind::plateau, ScheduleKind::onecycle}) {
-    if (s == to_string(k)) return k;
-  }
-  TORCH_CHECK(false, "unknown scheduler '", s,
-              "': expected constant, step, multistep, cosine, plateau or onecycle");
+  return schema::enum_from_string<ScheduleKind>(s, "scheduler");
 }
 
 /// Options of a training run. The defaults are the reference's recipe (Adam, lr 1e-4, constant
@@ -157,18 +155,50 @@ struct TrainerOptions {
   /// The reference's recipe: Adam, lr 1e-4, constant (the defaults).
   static TrainerOptions reference() { return TrainerOptions(); }
 
+  /// Every option once: its key (JSON, config files; the tool's flag with '-' for '_'), its
+  /// member, its help and its range. Range checks, JSON and the tool's flags come from this list.
+  template <typename Visitor>
+  static void fields(Visitor&& visit) {
+    using schema::above;
+    using schema::any;
+    using schema::at_least;
+    using schema::between;
+    using T = TrainerOptions;
+    visit("epochs", &T::epochs_, "passes over the training data", between(1, 100000));
+    visit("optimizer", &T::optimizer_, "adam, adamw or sgd", any());
+    visit("lr", &T::lr_, "peak learning rate", above(0));
+    visit("momentum", &T::momentum_, "sgd: momentum", between(0, 1, false, true));
+    visit("nesterov", &T::nesterov_, "sgd: Nesterov momentum", any());
+    visit("weight_decay", &T::weight_decay_, "weight decay (L2 for adam and sgd, decoupled for adamw)", at_least(0));
+    visit("no_decay_norm_and_bias", &T::no_decay_norm_and_bias_, "no weight decay on BatchNorm parameters and biases", any());
+    visit("scheduler", &T::scheduler_, "learning-rate schedule: constant, step, multistep, cosine, plateau or onecycle", any());
+    visit("step_size", &T::step_size_, "step: epochs between decays", at_least(1));
+    visit("gamma", &T::gamma_, "step, multistep: decay factor", between(0, 1, true, false));
+    visit("milestones", &T::milestones_, "multistep: epochs after which lr is multiplied by gamma (increasing, comma-separated)", any());
+    visit("warmup_epochs", &T::warmup_epochs_, "cosine: epochs of linear warm-up", at_least(0));
+    visit("min_lr", &T::min_lr_, "cosine: final learning rate, in [0, lr]", at_least(0));
+    visit("plateau_patience", &T::plateau_patience_, "plateau: epochs without a better test loss before decaying", at_least(1));
+    visit("plateau_factor", &T::plateau_factor_, "plateau: decay factor", between(0, 1, true, true));
+    visit("onecycle_pct_start", &T::onecycle_pct_start_, "onecycle: share of the steps spent increasing lr", between(0, 1, true, true));
+    visit("onecycle_div_factor", &T::onecycle_div_factor_, "onecycle: starting lr = lr / this", above(1));
+    visit("onecycle_final_div_factor", &T::onecycle_final_div_factor_, "onecycle: final lr = starting lr / this", above(1));
+    visit("label_smoothing", &T::label_smoothing_, "label smoothing of the cross-entropy", between(0, 1, false, true));
+    visit("grad_clip_norm", &T::grad_clip_norm_, "clip the gradients' global L2 norm to this (0 = off)", at_least(0));
+    visit("mixup_alpha", &T::mixup_alpha_, "MixUp: Beta(alpha, alpha) mixing of image pairs (0 = off)", at_least(0));
+    visit("cutmix_alpha", &T::cutmix_alpha_, "CutMix: Beta(alpha, alpha) box pasting (0 = off; with MixUp, one of the two per batch)", at_least(0));
+    visit("early_stopping_patience", &T::early_stopping_patience_, "stop after this many epochs without a better test accuracy (0 = off)", between(0, 100000));
+    visit("device", &T::device_, "cpu, cuda or cuda:N", any());
+    visit("threads", &T::threads_, "LibTorch threads (0 = one per core)", at_least(0));
+    visit("bf16", &T::bf16_, "bfloat16 autocast for the forward pass (CUDA only)", any());
+    visit("seed", &T::seed_, "seed of dropout, MixUp/CutMix and anything else random in training", any());
+    visit("run_dir", &T::run_dir_, "run folder (empty: write nothing)", any());
+  }
+
   /// Throws, naming the option, its value and the valid range, if any option is invalid.
   void validate() const {
-    TORCH_CHECK(epochs_ >= 1, "TrainerOptions: epochs must be >= 1, got ", epochs_);
-    TORCH_CHECK(lr_ > 0 && std::isfinite(lr_), "TrainerOptions: lr must be > 0, got ", lr_);
-    TORCH_CHECK(momentum_ >= 0 && momentum_ < 1, "TrainerOptions: momentum must be in [0, 1), got ",
-                momentum_);
+    schema::check_ranges(*this, "TrainerOptions");
     TORCH_CHECK(!nesterov_ || optimizer_ == OptimizerKind::sgd,
                 "TrainerOptions: nesterov applies to the sgd optimizer only");
-    TORCH_CHECK(weight_decay_ >= 0, "TrainerOptions: weight_decay must be >= 0, got ",
-                weight_decay_);
-    TORCH_CHECK(step_size_ >= 1, "TrainerOptions: step_size must be >= 1, got ", step_size_);
-    TORCH_CHECK(gamma_ > 0 && gamma_ <= 1, "TrainerOptions: gamma must be in (0, 1], got ", gamma_);
     for (size_t i = 0; i < milestones_.size(); ++i) {
       TORCH_CHECK(milestones_[i] >= 1 && (i == 0 || milestones_[i] > milestones_[i - 1]),
                   "TrainerOptions: milestones must be increasing epochs >= 1, got ",
@@ -176,34 +206,8 @@ struct TrainerOptions {
     }
     TORCH_CHECK(scheduler_ != ScheduleKind::multistep || !milestones_.empty(),
                 "TrainerOptions: the multistep scheduler needs milestones");
-    TORCH_CHECK(warmup_epochs_ >= 0, "TrainerOptions: warmup_epochs must be >= 0, got ",
-                warmup_epochs_);
-    TORCH_CHECK(min_lr_ >= 0 && min_lr_ <= lr_, "TrainerOptions: min_lr must be in [0, lr], got ",
-                min_lr_);
-    TORCH_CHECK(plateau_patience_ >= 1, "TrainerOptions: plateau_patience must be >= 1, got ",
-                plateau_patience_);
-    TORCH_CHECK(plateau_factor_ > 0 && plateau_factor_ < 1,
-                "TrainerOptions: plateau_factor must be in (0, 1), got ", plateau_factor_);
-    TORCH_CHECK(onecycle_pct_start_ > 0 && onecycle_pct_start_ < 1,
-                "TrainerOptions: onecycle_pct_start must be in (0, 1), got ", onecycle_pct_start_);
-    TORCH_CHECK(onecycle_div_factor_ > 1, "TrainerOptions: onecycle_div_factor must be > 1, got ",
-                onecycle_div_factor_);
-    TORCH_CHECK(onecycle_final_div_factor_ > 1,
-                "TrainerOptions: onecycle_final_div_factor must be > 1, got ",
-                onecycle_final_div_factor_);
-    TORCH_CHECK(label_smoothing_ >= 0 && label_smoothing_ < 1,
-                "TrainerOptions: label_smoothing must be in [0, 1), got ", label_smoothing_);
-    TORCH_CHECK(grad_clip_norm_ >= 0, "TrainerOptions: grad_clip_norm must be >= 0 (0 = off), got ",
-                grad_clip_norm_);
-    TORCH_CHECK(mixup_alpha_ >= 0, "TrainerOptions: mixup_alpha must be >= 0 (0 = off), got ",
-                mixup_alpha_);
-    TORCH_CHECK(cutmix_alpha_ >= 0, "TrainerOptions: cutmix_alpha must be >= 0 (0 = off), got ",
-                cutmix_alpha_);
-    TORCH_CHECK(early_stopping_patience_ >= 0,
-                "TrainerOptions: early_stopping_patience must be >= 0 (0 = off), got ",
-                early_stopping_patience_);
-    TORCH_CHECK(threads_ >= 0, "TrainerOptions: threads must be >= 0 (0 = one per core), got ",
-                threads_);
+    TORCH_CHECK(min_lr_ <= lr_, "TrainerOptions: min_lr must be in [0, lr], got ", min_lr_,
+                " with lr ", lr_);
     try {
       torch::Device parsed(device_);
       TORCH_CHECK(parsed.is_cpu() || parsed.is_cuda(), "unsupported");
@@ -212,79 +216,14 @@ struct TrainerOptions {
     }
   }
 
-  nlohmann::json to_json() const {
-    return {{"epochs", epochs_},
-            {"optimizer", to_string(optimizer_)},
-            {"lr", lr_},
-            {"momentum", momentum_},
-            {"nesterov", nesterov_},
-            {"weight_decay", weight_decay_},
-            {"no_decay_norm_and_bias", no_decay_norm_and_bias_},
-            {"scheduler", to_string(scheduler_)},
-            {"step_size", step_size_},
-            {"gamma", gamma_},
-            {"milestones", milestones_},
-            {"warmup_epochs", warmup_epochs_},
-            {"min_lr", min_lr_},
-            {"plateau_patience", plateau_patience_},
-            {"plateau_factor", plateau_factor_},
-            {"onecycle_pct_start", onecycle_pct_start_},
-            {"onecycle_div_factor", onecycle_div_factor_},
-            {"onecycle_final_div_factor", onecycle_final_div_factor_},
-            {"label_smoothing", label_smoothing_},
-            {"grad_clip_norm", grad_clip_norm_},
-            {"mixup_alpha", mixup_alpha_},
-            {"cutmix_alpha", cutmix_alpha_},
-            {"early_stopping_patience", early_stopping_patience_},
-            {"device", device_},
-            {"threads", threads_},
-            {"bf16", bf16_},
-            {"seed", seed_},
-            {"run_dir", run_dir_}};
-  }
+  /// The options as JSON (a run folder's config.json), one key per option.
+  nlohmann::json to_json() const { return schema::to_json(*this); }
 
   /// Reads the options from JSON; keys not present keep `base`'s values, unknown keys are an
   /// error naming the key.
   static TrainerOptions from_json(const nlohmann::json& j) { return from_json(j, TrainerOptions()); }
   static TrainerOptions from_json(const nlohmann::json& j, TrainerOptions base) {
-    TORCH_CHECK(j.is_object(), "trainer options: expected a JSON object");
-    auto& o = base;
-    for (const auto& [key, value] : j.items()) {
-      try {
-        if (key == "epochs") o.epochs(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "optimizer") o.optimizer(optimizer_from_string(value.get<std::string>()));
-        else if (key == "lr") o.lr(value.get<double>());
-        else if (key == "momentum") o.momentum(value.get<double>());
-        else if (key == "nesterov") o.nesterov(value.get<bool>());
-        else if (key == "weight_decay") o.weight_decay(value.get<double>());
-        else if (key == "no_decay_norm_and_bias") o.no_decay_norm_and_bias(value.get<bool>());
-        else if (key == "scheduler") o.scheduler(schedule_from_string(value.get<std::string>()));
-        else if (key == "step_size") o.step_size(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "gamma") o.gamma(value.get<double>());
-        else if (key == "milestones") o.milestones(util::json_integers<int64_t>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "warmup_epochs") o.warmup_epochs(value.get<double>());
-        else if (key == "min_lr") o.min_lr(value.get<double>());
-        else if (key == "plateau_patience") o.plateau_patience(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "plateau_factor") o.plateau_factor(value.get<double>());
-        else if (key == "onecycle_pct_start") o.onecycle_pct_start(value.get<double>());
-        else if (key == "onecycle_div_factor") o.onecycle_div_factor(value.get<double>());
-        else if (key == "onecycle_final_div_factor") o.onecycle_final_div_factor(value.get<double>());
-        else if (key == "label_smoothing") o.label_smoothing(value.get<double>());
-        else if (key == "grad_clip_norm") o.grad_clip_norm(value.get<double>());
-        else if (key == "mixup_alpha") o.mixup_alpha(value.get<double>());
-        else if (key == "cutmix_alpha") o.cutmix_alpha(value.get<double>());
-        else if (key == "early_stopping_patience") o.early_stopping_patience(util::json_integer<int64_t>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "device") o.device(value.get<std::string>());
-        else if (key == "threads") o.threads(util::json_integer<int>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "bf16") o.bf16(value.get<bool>());
-        else if (key == "seed") o.seed(util::json_integer<uint64_t>(value, "TrainerOptions '" + key + "'"));
-        else if (key == "run_dir") o.run_dir(value.get<std::string>());
-        else TORCH_CHECK(false, "trainer options: unknown key '", key, "'");
-      } catch (const nlohmann::json::exception&) {
-        TORCH_CHECK(false, "trainer options: '", key, "' has the wrong type (", value.dump(), ")");
-      }
-    }
-    return o;
+    return schema::from_json(j, std::move(base), "trainer options");
   }
 };
 
