@@ -77,6 +77,46 @@ PY
 echo '{"epochz": 3}' > "$work/bad.json"
 expect_error "unknown config key" "unknown option 'epochz'" "$tool" train "$data" --config "$work/bad.json"
 
+# One schema per options type: every option of TrainerOptions and DenseNetOptions (but the class
+# count) is a flag under its own key, and the same key works in a config file and in config.json.
+expect_ok "train --help (schema)" "$tool" train --help
+python3 - "$work/out.txt" "$work/run2/config.json" <<'PY' || fail "a schema option has no flag, or config.json keys differ"
+import json, sys
+help_text = open(sys.argv[1]).read()
+c = json.load(open(sys.argv[2]))
+for key in list(c["trainer"]) + [k for k in c["metadata"]["model"] if k != "num_classes"]:
+    flag = "--" + key.replace("_", "-")
+    assert flag in help_text, flag
+    assert key in c["metadata"]["cli"], key
+PY
+# Scheduler parameters from the tool (multistep needs milestones), model options from a config file.
+cat > "$work/schema.json" <<JSON
+{"growth_rate": 6, "block_config": [1, 1, 1], "num_init_features": 8, "se_reduction": 4,
+ "scheduler": "multistep", "milestones": [1], "gamma": 0.5, "grad_clip": 1.0}
+JSON
+expect_ok "config: model options, multistep milestones, a former key" "$tool" train "$data" \
+  --config "$work/schema.json" --image-size 16 --batch-size 32 --threads 2 --workers 2 --epochs 2 \
+  --run-dir "$work/run-schema"
+python3 - "$work/run-schema" <<'PY' || fail "schema options did not reach the run"
+import csv, json, sys
+c = json.load(open(sys.argv[1] + "/config.json"))
+m, t = c["metadata"]["model"], c["trainer"]
+assert m["growth_rate"] == 6 and m["block_config"] == [1, 1, 1] and m["num_init_features"] == 8, m
+assert m["se_reduction"] == 4, m
+assert t["scheduler"] == "multistep" and t["milestones"] == [1] and t["gamma"] == 0.5, t
+assert t["grad_clip_norm"] == 1.0, t                     # from the former key grad_clip
+rows = list(csv.DictReader(open(sys.argv[1] + "/history.csv")))
+assert abs(float(rows[1]["lr"]) / float(rows[0]["lr"]) - 0.5) < 1e-9, rows  # decayed after epoch 1
+PY
+expect_ok "flags: step scheduler parameters" "$tool" train "$data" "${common[@]}" --epochs 1 \
+  --scheduler step --step-size 1 --gamma 0.3 --optimizer sgd --momentum 0.8 --nesterov \
+  --run-dir "$work/run-step"
+python3 -c "import json; t=json.load(open('$work/run-step/config.json'))['trainer']; assert (t['step_size'], t['gamma'], t['momentum'], t['nesterov']) == (1, 0.3, 0.8, True), t" \
+  || fail "step scheduler flags not recorded"
+expect_error "a flag's range" "must be in (0, 1]" "$tool" train "$data" "${common[@]}" --gamma 2
+expect_error "multistep without milestones" "needs milestones" "$tool" train "$data" "${common[@]}" \
+  --scheduler multistep --run-dir "$work/run-nomilestones"
+
 # evaluate: metrics and confusion matrix, JSON output.
 expect_ok "evaluate" "$tool" evaluate --weights "$work/run/best.pt" "$data" --threads 2 --output "$work/eval.json"
 contains "$work/out.txt" "accuracy"

@@ -41,6 +41,13 @@ struct InputSpec {
                           std::make_shared<data::ToTensor>(),
                           std::make_shared<data::Normalize>(mean, std)});
   }
+  /// The training pipeline for this input with augmentation `policy` (one of
+  /// `augmentation_policies()`): Resize(size, size), then none: nothing; flip: random
+  /// horizontal flip; reference: flip and a random crop padded by size / 8; strong: also a
+  /// rotation of up to 10 degrees and colour jitter 0.2; then ToTensor and Normalize.
+  data::TransformPtr train_transform(const std::string& policy) const;
+  /// The names `train_transform` accepts.
+  static std::vector<std::string> augmentation_policies() { return {"none", "flip", "reference", "strong"}; }
 };
 
 /// The metadata `Trainer::set_metadata` should receive for a DenseNet so that checkpoints are
@@ -126,5 +133,10 @@ inline TrainedModel load_state_dict_model(const std::filesystem::path& path, Den
   result.model->eval();
   return result;
 }
+
+/// Warm start: copies into `module` every tensor of `path` (a PyTorch state dict file, or a
+/// checkpoint's weights) whose name and shape fit, leaving the rest as initialised. Throws,
+/// naming the file, when nothing fits; the report lists what was loaded and what was not.
+LoadReport warm_start(torch::nn::Module& module, const std::filesystem::path& path);
 
 }  // namespace sedensenet::io

@@ -1,0 +1,105 @@
+// sedensenet predict: top-k classes for image files or folders.
+#include <sedensenet/data.hpp>
+#include <sedensenet/io/files.hpp>
+#include <sedensenet/train/trainer.hpp>
+#include <sedensenet/util/threads.hpp>
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <optional>
+
+#include "command.hpp"
+#include "model_source.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+
+namespace sedensenet::cli {
+namespace {
+
+namespace data = sedensenet::data;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+class Predict : public Command {
+ public:
+  CLI::App* add_to(CLI::App& app) override {
+    auto* predict = app.add_subcommand("predict", "top-k classes for image files or folders");
+    model.add_options(predict);
+    predict->add_option("inputs", inputs, "image files and/or folders (searched recursively)")->required();
+    predict->add_option("--top-k", top_k, "classes to show per image")->check(CLI::Range(int64_t{1}, int64_t{100000}));
+    predict->add_flag("--json", as_json, "print JSON instead of text");
+    predict->add_option("--threads", threads, "LibTorch threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+    return predict;
+  }
+
+  int run(CLI::App&) override {
+    sedensenet::set_num_threads(threads);
+    auto trained = model.load();
+    std::vector<fs::path> files;
+    for (const auto& input : inputs) {
+      if (fs::is_directory(input)) {
+        std::vector<fs::path> found;
+        for (const auto& entry : fs::recursive_directory_iterator(input)) {
+          auto ext = entry.path().extension().string();
+          std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+          if (entry.is_regular_file() && data::image_extensions().count(ext)) found.push_back(entry.path());
+        }
+        std::sort(found.begin(), found.end());
+        files.insert(files.end(), found.begin(), found.end());
+      } else if (fs::exists(input)) {
+        files.emplace_back(input);
+      } else {
+        throw UsageError(input + ": no such file or folder");
+      }
+    }
+    if (files.empty()) throw UsageError("predict: no image files found in the given paths");
+    const auto transform = trained.input.eval_transform();
+    const auto k = std::min<int64_t>(top_k, trained.options.num_classes());
+    json results = json::array();
+    torch::NoGradGuard no_grad;
+    data::Rng rng(0);
+    for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch_size)) {
+      const size_t end = std::min(files.size(), start + static_cast<size_t>(batch_size));
+      std::vector<torch::Tensor> images;
+      for (size_t i = start; i < end; ++i) images.push_back(transform->apply(data::read_image(files[i]), rng));
+      auto probabilities = torch::softmax(trained.model->forward(torch::stack(images)), 1);
+      auto [values, indices] = probabilities.topk(k, 1);
+      for (size_t i = start; i < end; ++i) {
+        const auto row = static_cast<int64_t>(i - start);
+        json top = json::array();
+        std::string line = files[i].string() + ":";
+        for (int64_t j = 0; j < k; ++j) {
+          const auto index = indices[row][j].item<int64_t>();
+          const auto name = static_cast<size_t>(index) < trained.classes.size()
+                                ? trained.classes[static_cast<size_t>(index)]
+                                : std::to_string(index);
+          const double p = values[row][j].item<double>();
+          top.push_back({{"class", name}, {"index", index}, {"probability", p}});
+          line += fmt::format(" {} {:.1f}%", name, 100 * p);
+          if (j + 1 < k) line += ",";
+        }
+        results.push_back({{"file", files[i].string()}, {"top", top}});
+        if (!as_json) fmt::print("{}\n", line);
+      }
+    }
+    if (as_json) fmt::print("{}\n", results.dump(2));
+    return 0;
+  }
+
+ private:
+  ModelSource model;
+  std::vector<std::string> inputs;
+  int64_t top_k = 3;
+  bool as_json = false;
+  int threads = 0;
+  int64_t batch_size = 64;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> predict_command() { return std::make_unique<Predict>(); }
+
+}  // namespace sedensenet::cli

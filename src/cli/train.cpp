@@ -1,0 +1,395 @@
+// sedensenet train: from an image folder to a run folder (config, history, checkpoints, metrics,
+// plots); resume, warm start, data-parallel training. Trainer options come from their schema
+// (TrainerOptions::fields); the flags here are the data, the model and the process layout.
+#include <sedensenet/data.hpp>
+#include <sedensenet/io/trained_model.hpp>
+#include <sedensenet/nn/summary.hpp>
+#include <sedensenet/train/progress.hpp>
+#include <sedensenet/train/trainer.hpp>
+#include <sedensenet/util/allocator.hpp>
+#include <sedensenet/util/errors.hpp>
+#include <sedensenet/util/threads.hpp>
+// Data-parallel training (c10d): needs LibTorch's c10d and Gloo headers (Debian: libgloo-dev).
+#if __has_include(<gloo/algorithm.h>) && (defined(USE_C10D_GLOO) || defined(USE_C10D_NCCL))
+#include <sedensenet/distributed.hpp>
+#define SEDENSENET_CLI_DISTRIBUTED 1
+#else
+#include <sedensenet/distributed/environment.hpp>
+#endif
+
+#include <fmt/format.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+#include "command.hpp"
+#include "option_flags.hpp"
+
+namespace sedensenet::cli {
+namespace {
+
+namespace data = sedensenet::data;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+std::atomic<Trainer*> g_trainer{nullptr};
+std::atomic<int> g_signal{0};
+
+/// SIGINT / SIGTERM during training: the first asks the trainer to stop after the current batch
+/// (it then writes last.pt); a second one ends the process at once (last.pt and best.pt are
+/// written atomically, so the previous ones stay intact).
+extern "C" void on_signal(int signal) {
+  if (g_signal.exchange(signal) != 0) {
+    static const char message[] = "\nsecond interrupt: stopping now without saving\n";
+    [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
+    ::_exit(128 + signal);
+  }
+  static const char message[] =
+      "\ninterrupt: finishing the current batch and saving last.pt (interrupt again to quit now)\n";
+  if (g_rank <= 0) {  // one message for a distributed run: rank 0's
+    [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
+  }
+  if (auto* trainer = g_trainer.load()) trainer->request_stop();
+}
+
+class Train : public Command {
+ public:
+  CLI::App* add_to(CLI::App& app) override {
+
+    auto* t = app.add_subcommand("train", "train a classifier on an image folder");
+    t->add_option("data", data_dir,
+                  "image folder: one sub-folder per class, or train/ and val/ (or test/) "
+                  "sub-folders each holding class folders");
+    t->add_option("--preset", preset,
+                  "architecture: densenet_bc_<depth>[_k<growth>] (CIFAR style, e.g. densenet_bc_100) "
+                  "or densenet121/169/201/161 (ImageNet style)")
+        ->capture_default_str();
+    t->add_option("--recipe", recipe,
+                  "starting point for the optimisation options: recommended (AdamW 2e-3, cosine with "
+                  "warm-up, label smoothing) or reference (Adam 1e-4, constant)")
+        ->check(CLI::IsMember({"recommended", "reference"}))
+        ->capture_default_str();
+    t->add_option("--batch-size", batch_size, "images per batch")->check(CLI::Range(int64_t{1}, int64_t{65536}))->capture_default_str();
+    t->add_option("--image-size", image_size, "images are resized to size x size")->check(CLI::Range(8, 4096))->capture_default_str();
+    t->add_option("--augment", augment,
+                  "training augmentation: none, flip (random horizontal flip), reference (flip + padded "
+                  "crop), strong (also rotation and colour jitter)")
+        ->check(CLI::IsMember(io::InputSpec::augmentation_policies()))
+        ->capture_default_str();
+    t->add_option("--workers", workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
+    t->add_option("--resume", resume, "continue the run in this run folder (its config.json gives every other option)");
+    t->add_option("--config", config, "JSON file of option values (keys: long option names); flags given on the command line override it. A run folder's config.json works too.");
+    t->add_flag("--cache", cache, "keep decoded images in memory (small datasets)");
+    t->add_option("--bad-files", bad_files, "unusable image files: skip (listed) or error")
+        ->check(CLI::IsMember({"skip", "error"}))
+        ->capture_default_str();
+    t->add_option("--train-fraction", train_fraction, "share of each class used for training when the folder has no train/ and val/")
+        ->check(CLI::Range(0.01, 0.99))
+        ->capture_default_str();
+    t->add_option("--split-seed", split_seed, "seed of that split");
+    auto* dist = "distributed training (docs/distributed.md)";
+    t->add_option("--nproc", nproc, "start this many worker processes on this machine, training data-parallel "
+                  "(each with --threads, default cores / nproc)")->check(CLI::Range(1, 1024))->group(dist)->capture_default_str();
+    t->add_option("--nnodes", nnodes, "machines in the job (run the same command on each, with its --node-rank)")
+        ->check(CLI::Range(1, 65536))->group(dist)->capture_default_str();
+    t->add_option("--node-rank", node_rank, "this machine's index, 0 .. nnodes-1 (0 hosts the rendezvous)")
+        ->check(CLI::NonNegativeNumber)->group(dist)->capture_default_str();
+    t->add_option("--master-addr", master_addr, "address of the machine with --node-rank 0")->group(dist)->capture_default_str();
+    t->add_option("--master-port", master_port, "rendezvous TCP port (0: a free loopback port, one machine only)")
+        ->check(CLI::Range(0, 65535))->group(dist)->capture_default_str();
+    t->add_option("--dist-backend", dist_backend, "auto (NCCL on CUDA, Gloo on CPU), gloo or nccl")
+        ->check(CLI::IsMember({"auto", "gloo", "nccl"}))->group(dist)->capture_default_str();
+    t->add_option("--dist-timeout", dist_timeout, "seconds a rank waits for the others before it stops with an error "
+                  "naming the rank that went away")->check(CLI::PositiveNumber)->group(dist)->capture_default_str();
+    t->add_option("--init-weights", init_weights,
+                  "start from these weights: a PyTorch state dict file (torchvision's, the reference's, "
+                  "this library's) or a run's best.pt; what does not fit (SE blocks, another classifier) "
+                  "stays as initialised and is listed");
+    // Every DenseNetOptions option but the class count (the folder's), from its schema.
+    model_flags_ = std::make_unique<OptionFlags<DenseNetOptions>>(
+        t, DenseNetOptions::preset(preset), "Model (defaults: --preset's; densenet_bc_40_k12 shown)",
+        std::set<std::string>{"num_classes"});
+    // Every TrainerOptions option, from its schema; four former flag names still work.
+    trainer_flags_ = std::make_unique<OptionFlags<TrainerOptions>>(
+        t, TrainerOptions::recommended(), "Training (defaults: --recipe recommended)",
+        std::set<std::string>{},
+        std::map<std::string, std::vector<std::string>>{{"grad_clip_norm", {"--grad-clip"}},
+                                                        {"mixup_alpha", {"--mixup"}},
+                                                        {"cutmix_alpha", {"--cutmix"}},
+                                                        {"early_stopping_patience", {"--early-stopping"}}});
+    t->get_option("--seed")->description("seed of initialisation, data order, augmentation, dropout and MixUp/CutMix");
+    t->get_option("--run-dir")->description("run folder for config, history, checkpoints, metrics and plots (default: runs/<preset>)");
+    t->get_option("--run-dir")->default_str("");
+    return t;
+  }
+
+  int run(CLI::App& command_app) override {
+    CLI::App* command = &command_app;
+
+    if (!resume.empty()) {
+      const auto config = fs::path(resume) / "config.json";
+      if (!fs::exists(config)) {
+        throw UsageError("cannot resume: " + config.string() + " not found (is " + resume +
+                         " a run folder?)");
+      }
+      const auto saved = read_json_file(config.string());
+      if (!saved.contains("metadata") || !saved["metadata"].contains("cli")) {
+        throw UsageError(config.string() + " was not written by `sedensenet train`");
+      }
+      apply_json_defaults(command, saved["metadata"]["cli"], config.string(), {"run_dir"});
+    } else if (!config.empty()) {
+      auto values = read_json_file(config);
+      // A run folder's config.json: take the options it recorded.
+      if (values.contains("metadata") && values["metadata"].contains("cli")) {
+        values = values["metadata"]["cli"];
+      }
+      apply_json_defaults(command, values, config, {"run_dir"});
+    }
+    // Optimisation options: the recipe, then every option given on the command line or in a
+    // config file.
+    auto options = trainer_flags_->apply(recipe == "reference" ? TrainerOptions::reference()
+                                                       : TrainerOptions::recommended());
+    options.min_lr(std::min(options.min_lr(), options.lr()));
+    if (!resume.empty()) {
+      options.run_dir(resume);
+    } else if (options.run_dir().empty()) {
+      options.run_dir("runs/" + preset);
+    }
+    options.validate();
+    if (data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA)");
+    // The architecture first: an impossible one is reported before the data are scanned.
+    auto model_options = model_flags_->apply(DenseNetOptions::preset(preset));
+    check_model_size(model_options);
+
+    // Distributed: as the launcher, start the workers; as a worker, join the process group.
+    const bool launched = std::getenv("SEDENSENET_LAUNCHED") != nullptr;
+    if ((nproc > 1 || nnodes > 1) && !launched && std::getenv("WORLD_SIZE") != nullptr) {
+      throw UsageError("--nproc starts its own worker processes, but WORLD_SIZE is already set (torchrun, "
+                       "Slurm): drop --nproc, or unset WORLD_SIZE");
+    }
+    distributed::Environment env;
+    try {
+      env = distributed::Environment::from_environment();
+    } catch (const std::invalid_argument& e) {
+      throw UsageError(e.what());
+    }
+    if ((nproc > 1 || nnodes > 1) && !launched) {
+      if (env.distributed()) {
+        throw UsageError("--nproc starts its own worker processes, but this process is already rank " +
+                         std::to_string(env.rank) + " of a job (Slurm variables): drop --nproc");
+      }
+      if (node_rank >= nnodes) {
+        throw UsageError("--node-rank " + std::to_string(node_rank) + " must be below --nnodes " +
+                         std::to_string(nnodes));
+      }
+  #if defined(SEDENSENET_CLI_DISTRIBUTED)
+      distributed::LaunchOptions launch;
+      launch.nproc = nproc;
+      launch.nnodes = nnodes;
+      launch.node_rank = node_rank;
+      launch.master_addr = master_addr;
+      launch.master_port = master_port;
+      launch.grace = std::chrono::milliseconds(static_cast<int64_t>(dist_timeout * 1000) + 30000);
+      launch.arguments = g_arguments;
+      launch.extra_environment = {"SEDENSENET_LAUNCHED=1"};
+      fmt::print("launching {} worker process(es) on this machine: ranks {} .. {} of {}\n", nproc,
+                 node_rank * nproc, (node_rank + 1) * nproc - 1, nproc * nnodes);
+      std::fflush(stdout);
+      try {
+        return distributed::launch(launch);
+      } catch (const std::invalid_argument& e) {
+        throw UsageError(e.what());
+      }
+  #else
+      throw UsageError("--nproc: this build of sedensenet has no distributed support (it was built "
+                       "without Gloo's headers: install libgloo-dev and rebuild)");
+  #endif
+    }
+    std::shared_ptr<Communicator> communicator;
+    if (env.distributed()) {
+      g_rank = env.rank;
+      // Rank 0 reports; the others print only errors (to stderr, with their rank).
+      if (env.rank != 0 && std::freopen("/dev/null", "w", stdout) == nullptr) std::perror("stdout");
+      // The machine's cores are shared by its ranks.
+      if (options.threads() == 0) {
+        options.threads(std::max(1, hardware_threads() / static_cast<int>(env.local_world_size)));
+      }
+      if (workers == 0) workers = options.threads();
+      if (options.device() == "cuda") options.device("cuda:" + std::to_string(env.local_rank));
+    }
+
+    set_num_threads(options.threads());
+    keep_freed_memory();  // no page faults for every step's activations
+
+    // Data.
+    auto folder_options = data::ImageFolderOptions()
+                              .train_fraction(train_fraction)
+                              .split_seed(split_seed)
+                              .on_bad_file(data::bad_file_policy_from_string(bad_files));
+    auto splits = data::ImageFolder::split(data_dir, folder_options);
+    fmt::print("data: {} ({})\n  train: {}\n  test:  {}\n", data_dir,
+               splits.predefined ? "train/ and test/ folders" : "stratified split",
+               splits.train.describe(), splits.test.describe());
+    splits.train.validate(false, static_cast<int>(workers));
+    splits.test.validate(false, static_cast<int>(workers));
+    if (!splits.train.summary().bad.empty() || !splits.test.summary().bad.empty()) {
+      fmt::print("  after checking every file:\n  train: {}\n  test:  {}\n", splits.train.describe(),
+                 splits.test.describe());
+    }
+    const auto& classes = splits.train.classes();
+    io::InputSpec input;
+    input.size = image_size;
+    data::ImageLoader train_loader(splits.train, input.train_transform(augment),
+                                   data::LoaderOptions()
+                                       .batch_size(batch_size)
+                                       .workers(workers)
+                                       .seed(options.seed())
+                                       .cache(cache)
+                                       .pin_memory(options.device() != "cpu"));
+    data::ImageLoader test_loader(splits.test, input.eval_transform(),
+                                  data::LoaderOptions()
+                                      .batch_size(batch_size)
+                                      .workers(workers)
+                                      .shuffle(false)
+                                      .cache(cache)
+                                      .pin_memory(options.device() != "cpu"));
+
+    // Model.
+    model_options.num_classes(static_cast<int64_t>(classes.size()));
+    torch::manual_seed(options.seed());
+    DenseNet net(model_options);
+    std::cout << summary(net, {3, image_size, image_size}) << std::flush;
+
+    if (!init_weights.empty() && resume.empty()) {
+      is_checkpoint_weights(init_weights);  // a missing or damaged file is named first
+      io::LoadReport report;
+      try {
+        report = io::warm_start(*net, init_weights);
+      } catch (const std::exception& e) {
+        throw UsageError(error_message(e) + " (--init-weights; is --preset its architecture?)");
+      }
+      fmt::print("initial weights from {}: {}\n", init_weights, report.to_string(8));
+    }
+    if (env.distributed()) {
+  #if defined(SEDENSENET_CLI_DISTRIBUTED)
+      communicator = distributed::ProcessGroup::create(
+          env, distributed::ProcessGroupOptions()
+                   .backend(dist_backend)
+                   .device(torch::Device(options.device()))
+                   .timeout(std::chrono::milliseconds(static_cast<int64_t>(dist_timeout * 1000))));
+      fmt::print("distributed: {}\n", communicator->describe());
+  #else
+      throw UsageError("WORLD_SIZE=" + std::to_string(env.world_size) + " asks for distributed training, but this "
+                       "build of sedensenet has none (install libgloo-dev and rebuild)");
+  #endif
+    }
+    Trainer trainer(net, options);
+    trainer.set_communicator(communicator);
+    trainer.set_class_names(classes);
+    trainer.set_metadata(io::densenet_metadata(
+        model_options, input,
+        {{"cli", recorded_options(options, model_options)}, {"data", {{"root", fs::absolute(data_dir).string()}}}}));
+    if (!resume.empty()) {
+      trainer.resume(resume);
+      fmt::print("resuming {} after epoch {} of {}\n", resume, trainer.completed_epochs(), options.epochs());
+    }
+    ProgressPrinter progress;
+    progress.attach(trainer);
+    if (env.distributed()) {
+      train_loader.set_shard(env.rank, env.world_size);  // as fit() will: this rank's share
+      fmt::print("training: {} epochs on {} processes, {} steps per epoch of {} x {} = {} images, {} "
+                 "threads each, run folder {}\n",
+                 options.epochs(), env.world_size, train_loader.batches_per_epoch(), env.world_size,
+                 batch_size, env.world_size * batch_size, at::get_num_threads(), options.run_dir());
+    } else {
+      fmt::print("training: {} epochs, {} batches of {} per epoch, {} threads, run folder {}\n",
+                 options.epochs(), train_loader.batches_per_epoch(), batch_size, at::get_num_threads(),
+                 options.run_dir());
+    }
+    std::fflush(stdout);
+
+    g_trainer = &trainer;
+    std::signal(SIGINT, on_signal);
+    std::signal(SIGTERM, on_signal);
+    ImageLoaderSource train_source(train_loader), test_source(test_loader);
+    auto result = trainer.fit(train_source, &test_source);
+    g_trainer = nullptr;
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+
+    for (const auto* loader : {&train_loader, &test_loader}) {
+      for (const auto& bad : loader->bad_files()) {
+        fmt::print("skipped unusable file {}: {}\n", bad.path, bad.reason);
+      }
+    }
+    if (result.interrupted) {
+      const auto position =
+          trainer.batches_into_epoch() > 0
+              ? fmt::format("epoch {} and {} of {} batches of epoch {}", trainer.completed_epochs(),
+                            trainer.batches_into_epoch(), train_loader.batches_per_epoch(),
+                            trainer.completed_epochs() + 1)
+              : fmt::format("epoch {}", trainer.completed_epochs());
+      fmt::print("\ninterrupted: {} holds {}. Continue with:\n  sedensenet train --resume {}\n",
+                 (fs::path(options.run_dir()) / "last.pt").string(), position, options.run_dir());
+      std::fflush(stdout);
+      const int signal = g_signal.load();
+      return signal != 0 ? 128 + signal : 130;
+    }
+    fmt::print("best test accuracy {:.2f}% at epoch {}{}\n", 100 * result.best_accuracy,
+               result.best_epoch, result.early_stopped ? " (early stopping)" : "");
+    fmt::print("run folder {}: best.pt, last.pt, history.csv, metrics.json, confusion_matrix.csv; "
+               "plots loss.svg, accuracy.svg, lr.svg, confusion_matrix.svg\n",
+               options.run_dir());
+    return 0;
+  }
+
+ private:
+  /// What config.json records under metadata.cli: every option of this command by its key, so
+  /// that --resume and --config give them back.
+  json recorded_options(const TrainerOptions& options, const DenseNetOptions& model) const {
+    json j = options.to_json();
+    j.update(io::to_json(model));
+    j.erase("num_classes");  // the folder's
+    j.update({{"data", data_dir}, {"preset", preset}, {"recipe", recipe}, {"batch_size", batch_size},
+              {"image_size", image_size}, {"augment", augment}, {"workers", workers},
+              {"cache", cache}, {"bad_files", bad_files}, {"train_fraction", train_fraction},
+              {"split_seed", split_seed}, {"init_weights", init_weights}});
+    return j;
+  }
+
+  std::string data_dir;
+  std::string preset = "densenet_bc_40_k12";
+  std::string recipe = "recommended";
+  int64_t batch_size = 64;
+  int64_t image_size = 32;
+  std::string augment = "reference";
+  int64_t workers = 0;
+  std::string resume;
+  std::string config;
+  bool cache = false;
+  std::string bad_files = "skip";
+  std::string init_weights;
+  double train_fraction = 0.8;
+  uint64_t split_seed = 0;
+  // Distributed training (not recorded in config.json: a run may resume on another layout).
+  int64_t nproc = 1;
+  int64_t nnodes = 1;
+  int64_t node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 0;
+  std::string dist_backend = "auto";
+  double dist_timeout = 300;
+  std::unique_ptr<OptionFlags<TrainerOptions>> trainer_flags_;
+  std::unique_ptr<OptionFlags<DenseNetOptions>> model_flags_;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> train_command() { return std::make_unique<Train>(); }
+
+}  // namespace sedensenet::cli
