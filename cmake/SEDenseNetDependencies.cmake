@@ -1,11 +1,9 @@
 # Dependencies of the library itself. Tests, examples and benchmarks find their own.
 find_package(Torch REQUIRED)
 include(${CMAKE_CURRENT_LIST_DIR}/SEDenseNetLibTorch.cmake)
-# The compiled part: zlib for gzip (Fashion-MNIST), OpenMP for the loader workers' own setting.
-option(SEDENSENET_WITH_ZLIB "Read gzip'd files (Fashion-MNIST preparation) with zlib" ON)
-if(SEDENSENET_WITH_ZLIB)
-  find_package(ZLIB REQUIRED)
-endif()
+# The compiled part: zlib for gzip (Fashion-MNIST) and archive CRC-32s, OpenMP for the loader
+# workers' own setting.
+find_package(ZLIB REQUIRED)
 find_package(OpenMP)
 set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
 # A LibTorch that ships its own OpenMP runtime (PyPI's wheel: torch/lib/libgomp.so.1) loads that

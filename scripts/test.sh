@@ -47,7 +47,8 @@ build_and_test() {
 }
 ctest_args=("$@")
 
-build_and_test "LibTorch 1.13 (Debian)" "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+# Every build compiles the crash-safety tests' fault injection (a test-only option).
+build_and_test "LibTorch 1.13 (Debian)" "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSEDENSENET_FAULT_INJECTION=ON
 
 if [[ "${TORCH2:-1}" != 0 ]]; then
   began=$(date +%s)
@@ -55,7 +56,7 @@ if [[ "${TORCH2:-1}" != 0 ]]; then
   echo "test.sh: LibTorch 2.x set-up $(( $(date +%s) - began)) s"
   build_and_test "LibTorch 2.x (PyPI wheel)" "${TORCH2_DIR:-build-torch2}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$("$python2" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
-    -DSEDENSENET_PYTHON="$python2"
+    -DSEDENSENET_PYTHON="$python2" -DSEDENSENET_FAULT_INJECTION=ON
 fi
 
 if [[ "${SANITIZE:-1}" != 0 ]]; then
@@ -67,7 +68,7 @@ if [[ "${SANITIZE:-1}" != 0 ]]; then
     -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g -DNDEBUG" -DSEDENSENET_SANITIZE=ON -DSEDENSENET_FUZZ=ON \
     -DSEDENSENET_FUZZ_SECONDS="${FUZZ_SECONDS:-20}" -DSEDENSENET_BUILD_EXAMPLES=OFF \
-    -DSEDENSENET_BUILD_BENCHMARKS=OFF -DSEDENSENET_INSTALL=OFF
+    -DSEDENSENET_BUILD_BENCHMARKS=OFF -DSEDENSENET_INSTALL=OFF -DSEDENSENET_FAULT_INJECTION=ON
 fi
 end=$(date +%s)
 echo "test.sh: total $((end - start)) s"

@@ -35,6 +35,13 @@ prefix=$("$python" -c 'import torch; print(torch.utils.cmake_prefix_path)')
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 } | tee "$out/environment.txt"
 
+# zlib: the system's headers if any, else the packed ones; the runtime library Python loads.
+zlib=()
+if [[ ! -f /usr/include/zlib.h ]]; then
+  libz=$(ldconfig -p 2>/dev/null | awk '/libz\.so\.1 .*x86-64/ {print $NF; exit}')
+  [[ -z "$libz" ]] && libz=$("$python" -c 'import zlib, re; print(re.search(r"\S*libz\.so\S*", open("/proc/self/maps").read()).group(0))')
+  zlib=(-DZLIB_INCLUDE_DIR="$PWD/.gpu-deps/include" -DZLIB_LIBRARY="$libz")
+fi
 generator=()
 command -v ninja > /dev/null && generator=(-G Ninja)
 start=$(date +%s)
@@ -42,7 +49,7 @@ start=$(date +%s)
 cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$prefix" -DSEDENSENET_VENDORED_HEADERS="$PWD/.gpu-deps/include" \
   -DSEDENSENET_PYTHON="$python" -DTORCH_CUDA_ARCH_LIST="9.0" -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DSEDENSENET_WITH_ZLIB=OFF -DSEDENSENET_BUILD_TESTS=ON -DSEDENSENET_BUILD_EXAMPLES=OFF \
+  "${zlib[@]}" -DSEDENSENET_BUILD_TESTS=ON -DSEDENSENET_BUILD_EXAMPLES=OFF \
   -DSEDENSENET_BUILD_TOOLS=OFF -DSEDENSENET_INSTALL=OFF \
   > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 targets=(--target efficient_memory sedensenet_memory_probe)

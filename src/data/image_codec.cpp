@@ -7,9 +7,7 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
-#if defined(SEDENSENET_WITH_ZLIB)
 #include <zlib.h>
-#endif
 
 #include <algorithm>
 #include <cstring>
@@ -67,17 +65,6 @@ bool stb_write_png(const std::string& path, int width, int height, int channels,
   return stbi_write_png(path.c_str(), width, height, channels, pixels, width * channels) != 0;
 }
 
-std::vector<uint8_t> stb_encode_png(int width, int height, int channels, const uint8_t* pixels) {
-  int length = 0;
-  unsigned char* png = stbi_write_png_to_mem(pixels, width * channels, width, height, channels,
-                                             &length);
-  if (png == nullptr) return {};
-  std::vector<uint8_t> out(png, png + length);
-  STBIW_FREE(png);
-  return out;
-}
-
-#if defined(SEDENSENET_WITH_ZLIB)
 std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, std::string* error) {
   z_stream stream{};
   if (inflateInit2(&stream, 16 + MAX_WBITS) != Z_OK) {  // 16: expect a gzip wrapper
@@ -108,30 +95,5 @@ std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, std::string* error
   return out;
 }
 
-uint32_t crc32(const uint8_t* data, size_t size) {
-  uLong crc = ::crc32(0L, Z_NULL, 0);
-  while (size > 0) {
-    const auto chunk = static_cast<uInt>(std::min<size_t>(size, 1u << 30));
-    crc = ::crc32(crc, data, chunk);
-    data += chunk;
-    size -= chunk;
-  }
-  return static_cast<uint32_t>(crc);
-}
-#else
-std::vector<uint8_t> gunzip(const uint8_t*, size_t, std::string* error) {
-  *error = "this build of SEDenseNet has no zlib (configured with SEDENSENET_WITH_ZLIB=OFF)";
-  return {};
-}
-
-uint32_t crc32(const uint8_t* data, size_t size) {  // bitwise CRC-32, for builds without zlib
-  uint32_t crc = 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) {
-    crc ^= data[i];
-    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-  }
-  return ~crc;
-}
-#endif
 
 }  // namespace sedensenet::data::codec

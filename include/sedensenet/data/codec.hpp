@@ -34,11 +34,8 @@ HeaderInfo stb_header(const uint8_t* data, size_t size);
 DecodedPixels stb_decode(const uint8_t* data, size_t size);
 bool stb_write_png(const std::string& path, int width, int height, int channels,
                    const uint8_t* pixels);
-std::vector<uint8_t> stb_encode_png(int width, int height, int channels, const uint8_t* pixels);
 /// Inflates a gzip stream (CRC and length checked); on failure returns {} and sets *error.
 std::vector<uint8_t> gunzip(const uint8_t* data, size_t size, std::string* error);
-/// CRC-32 (zlib's polynomial) of a byte range.
-uint32_t crc32(const uint8_t* data, size_t size);
 
 }  // namespace sedensenet::data::codec
 

@@ -149,7 +149,6 @@ class ImageLoader {
     shard_count_ = count;
     shard_pad_ = pad;
   }
-  int64_t shard_count() const { return shard_count_; }
 
   const ImageFolder& dataset() const { return *dataset_; }
   const LoaderOptions& options() const { return options_; }

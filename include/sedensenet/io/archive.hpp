@@ -24,29 +24,6 @@ namespace sedensenet::io {
 
 namespace detail {
 
-/// The CRC-32 table of the zip format's polynomial (0xEDB88320, reflected).
-struct Crc32Table {
-  uint32_t entries[8][256];
-  Crc32Table() {
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-      entries[0][i] = c;
-    }
-    // Slicing-by-8: entries[k][i] is the CRC of byte i followed by k zero bytes.
-    for (uint32_t i = 0; i < 256; ++i) {
-      for (int k = 1; k < 8; ++k) {
-        entries[k][i] = (entries[k - 1][i] >> 8) ^ entries[0][entries[k - 1][i] & 0xFF];
-      }
-    }
-  }
-};
-
-inline const Crc32Table& crc32_table() {
-  static const Crc32Table table;
-  return table;
-}
-
 inline uint16_t le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
 inline uint32_t le32(const uint8_t* p) {
   return static_cast<uint32_t>(p[0]) | (static_cast<uint32_t>(p[1]) << 8) |
@@ -58,22 +35,9 @@ inline uint64_t le64(const uint8_t* p) {
 
 }  // namespace detail
 
-/// CRC-32 as zip, gzip and Python's `zlib.crc32` compute it; `crc` continues a previous value.
-inline uint32_t crc32(const void* data, size_t size, uint32_t crc = 0) {
-  const auto& t = detail::crc32_table().entries;
-  const auto* p = static_cast<const uint8_t*>(data);
-  crc = ~crc;
-  while (size >= 8) {
-    const uint32_t low = crc ^ detail::le32(p);
-    const uint32_t high = detail::le32(p + 4);
-    crc = t[7][low & 0xFF] ^ t[6][(low >> 8) & 0xFF] ^ t[5][(low >> 16) & 0xFF] ^ t[4][low >> 24] ^
-          t[3][high & 0xFF] ^ t[2][(high >> 8) & 0xFF] ^ t[1][(high >> 16) & 0xFF] ^ t[0][high >> 24];
-    p += 8;
-    size -= 8;
-  }
-  while (size-- > 0) crc = t[0][(crc ^ *p++) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
+/// CRC-32 as zip, gzip and Python's `zlib.crc32` compute it (zlib's own, in the compiled part);
+/// `crc` continues a previous value.
+uint32_t crc32(const void* data, size_t size, uint32_t crc = 0);
 
 /// One record (file) of an archive, as its central directory describes it.
 struct ArchiveRecord {
