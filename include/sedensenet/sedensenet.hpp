@@ -1,6 +1,7 @@
 #pragma once
 /// \file
-/// Umbrella header: everything in the public API.
+/// Umbrella header: everything in the public API. ("The reference", in these comments, is the
+/// Python SE-DenseNet project this library reproduces: docs/reference.md.)
 ///
 /// Example:
 /// ```
