@@ -146,11 +146,12 @@ Options from_json(const nlohmann::json& j, Options base, const std::string& what
   TORCH_CHECK(j.is_object(), what, ": expected a JSON object, got ", j.dump());
   for (const auto& [key, value] : j.items()) {
     bool known = false;
-    Options::fields([&, k = key](const char* name, auto member, const char*, const Range&) {
+    // Structured bindings cannot be captured in C++17 (clang refuses): init-captures instead.
+    Options::fields([&, k = key, &v = value](const char* name, auto member, const char*, const Range&) {
       if (known || k != name) return;
       known = true;
       using T = typename member_type<decltype(member)>::type;
-      base.*member = decode<T>(value, what + " '" + k + "'");
+      base.*member = decode<T>(v, what + " '" + k + "'");
     });
     TORCH_CHECK(known, what, ": unknown key '", key, "'");
   }
