@@ -9,13 +9,14 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
+source scripts/compiler-cache.sh
 
 BUILD_DIR=${BUILD_DIR:-build}
 DATA_DIR=${DATA_DIR:-data/fashion-mnist}
 RUN_DIR=${RUN_DIR:-runs/demo}
 EPOCHS=${EPOCHS:-4}
 
-cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release
+cmake -S . -B "$BUILD_DIR" "${compiler_cache_args[@]}" -DCMAKE_BUILD_TYPE=Release
 cmake --build "$BUILD_DIR" -j "$(nproc)" --target sedensenet_tool
 tool="$BUILD_DIR/src/sedensenet"
 

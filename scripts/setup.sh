@@ -23,6 +23,8 @@ SEDENSENET_PACKAGES=(
   dataset-fashion-mnist
   # The sanitizer and fuzzing build of the test command (clang with libFuzzer and ASan/UBSan).
   clang libclang-rt-14-dev
+  # A compiler cache: re-runs and other clones of the repository recompile only what changed.
+  ccache
 )
 
 missing=()

@@ -17,11 +17,13 @@
 # Environment: BUILD_DIR (default build), TORCH2_DIR (default build-torch2), TORCH2=0 skips the
 #              LibTorch 2.x build, SANITIZE_DIR (default build-sanitize), SANITIZE=0 skips the
 #              sanitizer build, FUZZ_SECONDS (per fuzz target, default 20),
-#              JOBS (build jobs, default: cores), CTEST_JOBS (tests in parallel, default 2).
+#              JOBS (build jobs, default: cores), CTEST_JOBS (tests in parallel, default 2),
+#              CCACHE=0 compiles without ccache (scripts/compiler-cache.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 scripts/setup.sh
+source scripts/compiler-cache.sh
 
 BUILD_DIR=${BUILD_DIR:-build}
 JOBS=${JOBS:-$(nproc)}
@@ -35,7 +37,7 @@ build_and_test() {
   local name=$1 dir=$2; shift 2
   local began built rc
   began=$(date +%s)
-  cmake -S . -B "$dir" "$@"
+  cmake -S . -B "$dir" "${compiler_cache_args[@]}" "$@"
   cmake --build "$dir" -j "$JOBS"
   built=$(date +%s)
   set +e
