@@ -1,3 +1,4 @@
+#include "sedensenet/io/checkpoint_file.hpp"
 // SEDenseNet's checkpoint files: see include/sedensenet/io/checkpoint_file.hpp.
 #include "sedensenet/io/checkpoint_file.hpp"
 
@@ -368,3 +369,7 @@ void load_module_tensors(torch::nn::Module& module, const NamedTensors& tensors,
 }
 
 }  // namespace sedensenet::io
+
+
+
+

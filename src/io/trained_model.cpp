@@ -41,3 +41,88 @@ LoadReport warm_start(torch::nn::Module& module, const std::filesystem::path& pa
 }
 
 }  // namespace sedensenet::io
+
+namespace sedensenet::io {
+
+nlohmann::json densenet_metadata(const DenseNetOptions& options, const InputSpec& input,
+                                 nlohmann::json extra) {
+  extra["model"] = to_json(options);
+  extra["input"] = input.to_json();
+  return extra;
+}
+
+TrainedModel trained_model_from(CheckpointFile file, const std::filesystem::path& path,
+                                torch::Device device) {
+  TrainedModel result;
+  result.state = std::move(file.state);
+  const auto& metadata = result.state.value("metadata", nlohmann::json());
+  TORCH_CHECK(metadata.is_object() && metadata.contains("model") && metadata.contains("input"),
+              path.string(), " does not record the model and input it was trained with (metadata "
+              "\"model\" and \"input\"; see sedensenet::io::densenet_metadata)");
+  try {
+    result.options = densenet_options_from_json(metadata.at("model"));
+    check_model_size(result.options);
+    result.input = InputSpec::from_json(metadata.at("input"));
+    result.classes = result.state.value("classes", std::vector<std::string>{});
+  } catch (const std::exception& e) {
+    TORCH_CHECK(false, path.string(), ": the recorded model or input is invalid (",
+                error_message(e), ")");
+  }
+  result.model = DenseNet(result.options);
+  load_module_tensors(*result.model, file.model, path.string());
+  result.model->to(device);
+  result.model->eval();
+  return result;
+}
+
+TrainedModel load_trained_model(const std::filesystem::path& path,
+                                torch::Device device) {
+  return trained_model_from(read_checkpoint_file(path), path, device);
+}
+
+bool is_trainer_checkpoint(const std::filesystem::path& path) {
+  return is_checkpoint_file(path);
+}
+
+TrainedModel load_state_dict_model(const std::filesystem::path& path, DenseNetOptions options,
+                                   InputSpec input, std::vector<std::string> classes,
+                                   torch::Device device) {
+  if (options.num_classes() == 0) {
+    const auto tensors = read_state_dict(path);
+    auto it = tensors.find("classifier.weight");
+    if (it == tensors.end()) it = tensors.find("module.classifier.weight");
+    TORCH_CHECK(it != tensors.end(), path.string(), " has no classifier.weight to take the number "
+                "of classes from; give the classes explicitly");
+    options.num_classes(it->second.size(0));
+  }
+  TrainedModel result;
+  result.options = options;
+  result.input = input;
+  result.classes = std::move(classes);
+  result.model = DenseNet(options);
+  const auto report = load_state_dict(*result.model, path);
+  result.state = {{"source", "state dict"}, {"report", report.to_string()}};
+  result.model->to(device);
+  result.model->eval();
+  return result;
+}
+
+}  // namespace sedensenet::io
+
+namespace sedensenet::io {
+
+auto InputSpec::from_json(const nlohmann::json& j) -> InputSpec {
+  InputSpec s;
+  s.size = util::json_integer<int64_t>(j.at("size"), "input spec 'size'");
+  s.mean = j.at("mean").get<std::vector<double>>();
+  s.std = j.at("std").get<std::vector<double>>();
+  return s;
+}
+
+auto InputSpec::eval_transform() const -> data::TransformPtr {
+  return data::compose({std::make_shared<data::Resize>(size, size),
+                        std::make_shared<data::ToTensor>(),
+                        std::make_shared<data::Normalize>(mean, std)});
+}
+
+}  // namespace sedensenet::io

@@ -45,85 +45,39 @@ class Transform {
   /// Like `apply`, writing the result into `out` (a preallocated slot of a batch, of the result's
   /// shape and dtype) when the transform can do so without a temporary. Returns false when it
   /// cannot (the default); the caller then uses `apply` and copies. The values are the same.
-  virtual bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const {
-    (void)image;
-    (void)rng;
-    (void)out;
-    return false;
-  }
+  virtual bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const;
   torch::Tensor operator()(const torch::Tensor& image, Rng& rng) const { return apply(image, rng); }
 };
 
 using TransformPtr = std::shared_ptr<const Transform>;
 
 namespace detail {
-inline void check_uint8_image(const torch::Tensor& image, const char* who) {
-  TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3) &&
-                  image.scalar_type() == torch::kUInt8,
-              who, " expects a uint8 image (1 or 3, H, W), i.e. a step before ToTensor; got ",
-              image.sizes(), " ", image.scalar_type());
-}
+void check_uint8_image(const torch::Tensor& image, const char* who);
 
-inline void check_float_image(const torch::Tensor& image, const char* who) {
-  TORCH_CHECK(image.dim() == 3 && image.is_floating_point(), who,
-              " expects a float image (C, H, W), i.e. a step after ToTensor; got ", image.sizes(),
-              " ", image.scalar_type());
-}
+void check_float_image(const torch::Tensor& image, const char* who);
 
 /// Python's round() (ties to even), as torchvision uses it for crop offsets.
 inline int64_t python_round(double x) { return static_cast<int64_t>(std::nearbyint(x)); }
 
 /// PIL's 8-bit arithmetic: compute in float32, truncate toward zero, clamp to [0, 255].
-inline torch::Tensor truncate_to_uint8(const torch::Tensor& values) {
-  return values.clamp(0, 255).to(torch::kUInt8);
-}
+torch::Tensor truncate_to_uint8(const torch::Tensor& values);
 
 /// PIL's blend (ImageEnhance): a + alpha * (b - a) in float32, truncated and clamped.
-inline torch::Tensor pil_blend(const torch::Tensor& degenerate, const torch::Tensor& image,
-                               double alpha) {
-  auto a = degenerate.to(torch::kFloat32);
-  auto b = image.to(torch::kFloat32);
-  return truncate_to_uint8(a + static_cast<float>(alpha) * (b - a));
-}
+torch::Tensor pil_blend(const torch::Tensor& degenerate, const torch::Tensor& image,
+                        double alpha);
 
 /// PIL's convert("L"): (R * 19595 + G * 38470 + B * 7471 + 0x8000) >> 16, as (1, H, W) uint8.
-inline torch::Tensor pil_grey(const torch::Tensor& image) {
-  if (image.size(0) == 1) return image;
-  auto c = image.to(torch::kInt32);
-  auto l = (c[0] * 19595 + c[1] * 38470 + c[2] * 7471 + 0x8000).bitwise_right_shift(16);
-  return l.to(torch::kUInt8).unsqueeze(0);
-}
+torch::Tensor pil_grey(const torch::Tensor& image);
 }  // namespace detail
 
 /// Applies its steps in order.
 class Compose : public Transform {
  public:
-  explicit Compose(std::vector<TransformPtr> steps) : steps_(std::move(steps)) {
-    for (const auto& s : steps_) TORCH_CHECK(s != nullptr, "Compose: a step is null");
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override {
-    torch::Tensor x = image;
-    for (const auto& step : steps_) x = step->apply(x, rng);
-    return x;
-  }
+  explicit Compose(std::vector<TransformPtr> steps);
+  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
   /// Runs every step but the last, then lets the last write into `out` if it can.
-  bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const override {
-    if (steps_.empty()) return false;
-    torch::Tensor x = image;
-    for (size_t i = 0; i + 1 < steps_.size(); ++i) x = steps_[i]->apply(x, rng);
-    if (steps_.back()->apply_into(x, rng, out)) return true;
-    auto result = steps_.back()->apply(x, rng);
-    if (result.sizes() != out.sizes()) return false;  // the caller reports the mismatch
-    out.copy_(result);
-    return true;
-  }
-  std::string describe() const override {
-    std::ostringstream os;
-    os << "Compose(";
-    for (size_t i = 0; i < steps_.size(); ++i) os << (i ? ", " : "") << steps_[i]->describe();
-    os << ")";
-    return os.str();
-  }
+  bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const override;
+  std::string describe() const override;
   const std::vector<TransformPtr>& steps() const { return steps_; }
 
  private:
@@ -137,256 +91,62 @@ namespace functional {
 
 /// Bilinear resize with antialiasing to exactly (height, width), rounded to 8 bits.
 /// torchvision: F.resize(pil_image, [h, w], InterpolationMode.BILINEAR).
-inline torch::Tensor resize(const torch::Tensor& image, int64_t height, int64_t width) {
-  detail::check_uint8_image(image, "resize");
-  TORCH_CHECK(height >= 1 && width >= 1, "resize: size must be positive, got ", height, "x", width);
-  if (image.size(1) == height && image.size(2) == width) return image;
-  namespace F = torch::nn::functional;
-  auto resized = F::interpolate(image.unsqueeze(0).to(torch::kFloat32),
-                                F::InterpolateFuncOptions()
-                                    .size(std::vector<int64_t>{height, width})
-                                    .mode(torch::kBilinear)
-                                    .align_corners(false)
-                                    .antialias(true));
-  return resized.squeeze(0).round_().clamp_(0, 255).to(torch::kUInt8);
-}
+torch::Tensor resize(const torch::Tensor& image, int64_t height, int64_t width);
 
 /// torchvision's output size for Resize(int): the shorter side becomes `size`, the longer one
 /// int(size * long / short).
-inline std::pair<int64_t, int64_t> resized_size(int64_t height, int64_t width, int64_t size) {
-  const bool width_is_short = width <= height;
-  const int64_t shorter = width_is_short ? width : height;
-  const int64_t longer = width_is_short ? height : width;
-  const auto new_long =
-      static_cast<int64_t>(static_cast<double>(size * longer) / static_cast<double>(shorter));
-  return width_is_short ? std::make_pair(new_long, size) : std::make_pair(size, new_long);
-}
+std::pair<int64_t, int64_t> resized_size(int64_t height, int64_t width, int64_t size);
 
 /// Crops rows [top, top + height) and columns [left, left + width); parts outside the image are
 /// filled with 0 (as PIL's crop). torchvision: F.crop.
-inline torch::Tensor crop(const torch::Tensor& image, int64_t top, int64_t left, int64_t height,
-                          int64_t width) {
-  TORCH_CHECK(height >= 1 && width >= 1, "crop: size must be positive, got ", height, "x", width);
-  const int64_t h = image.size(1), w = image.size(2);
-  if (top >= 0 && left >= 0 && top + height <= h && left + width <= w) {
-    return image.narrow(1, top, height).narrow(2, left, width).contiguous();
-  }
-  auto out = torch::zeros({image.size(0), height, width}, image.options());
-  const int64_t y0 = std::max<int64_t>(top, 0), y1 = std::min(top + height, h);
-  const int64_t x0 = std::max<int64_t>(left, 0), x1 = std::min(left + width, w);
-  if (y1 > y0 && x1 > x0) {
-    out.narrow(1, y0 - top, y1 - y0)
-        .narrow(2, x0 - left, x1 - x0)
-        .copy_(image.narrow(1, y0, y1 - y0).narrow(2, x0, x1 - x0));
-  }
-  return out;
-}
+torch::Tensor crop(const torch::Tensor& image, int64_t top, int64_t left, int64_t height,
+                   int64_t width);
 
 /// Centre crop, padding with 0 first if the image is smaller. torchvision: F.center_crop.
-inline torch::Tensor center_crop(const torch::Tensor& image, int64_t height, int64_t width) {
-  const int64_t h = image.size(1), w = image.size(2);
-  const int64_t top = detail::python_round(static_cast<double>(h - height) / 2.0);
-  const int64_t left = detail::python_round(static_cast<double>(w - width) / 2.0);
-  return crop(image, top, left, height, width);
-}
+torch::Tensor center_crop(const torch::Tensor& image, int64_t height, int64_t width);
 
 /// How `pad` fills the border.
 enum class PaddingMode { constant, edge, reflect, symmetric };
 
 /// Pads left, top, right, bottom. torchvision: F.pad(img, [left, top, right, bottom], fill, mode).
-inline torch::Tensor pad(const torch::Tensor& image, int64_t left, int64_t top, int64_t right,
-                         int64_t bottom, int64_t fill = 0,
-                         PaddingMode mode = PaddingMode::constant) {
-  TORCH_CHECK(left >= 0 && top >= 0 && right >= 0 && bottom >= 0,
-              "pad: padding must be >= 0, got ", left, ", ", top, ", ", right, ", ", bottom);
-  if (mode == PaddingMode::constant) {
-    return torch::constant_pad_nd(image, {left, right, top, bottom}, fill);
-  }
-  // Other modes: gather rows and columns by index (exact for any dtype).
-  auto indices = [mode](int64_t n, int64_t before, int64_t after) {
-    std::vector<int64_t> idx;
-    idx.reserve(static_cast<size_t>(n + before + after));
-    for (int64_t i = -before; i < n + after; ++i) {
-      int64_t j = i;
-      if (mode == PaddingMode::edge) {
-        j = std::clamp<int64_t>(i, 0, n - 1);
-      } else {
-        const bool symmetric = mode == PaddingMode::symmetric;
-        const int64_t period = symmetric ? 2 * n : 2 * (n - 1);
-        if (period == 0) {
-          j = 0;
-        } else {
-          j = ((i % period) + period) % period;
-          if (symmetric) {
-            j = j < n ? j : period - 1 - j;
-          } else {
-            j = j < n ? j : period - j;
-          }
-        }
-      }
-      idx.push_back(j);
-    }
-    return torch::tensor(idx, torch::kLong);
-  };
-  TORCH_CHECK(mode != PaddingMode::reflect || (top < image.size(1) && bottom < image.size(1) &&
-                                               left < image.size(2) && right < image.size(2)),
-              "pad: reflect padding must be smaller than the image");
-  return image.index_select(1, indices(image.size(1), top, bottom))
-      .index_select(2, indices(image.size(2), left, right));
-}
+torch::Tensor pad(const torch::Tensor& image, int64_t left, int64_t top, int64_t right,
+                  int64_t bottom, int64_t fill = 0,
+                  PaddingMode mode = PaddingMode::constant);
 
 /// Mirrors left-right. torchvision: F.hflip.
 inline torch::Tensor hflip(const torch::Tensor& image) { return image.flip({2}); }
 
 /// Crops and resizes (bilinear, antialiased). torchvision: F.resized_crop.
-inline torch::Tensor resized_crop(const torch::Tensor& image, int64_t top, int64_t left,
-                                  int64_t height, int64_t width, int64_t out_height,
-                                  int64_t out_width) {
-  return resize(crop(image, top, left, height, width), out_height, out_width);
-}
+torch::Tensor resized_crop(const torch::Tensor& image, int64_t top, int64_t left,
+                           int64_t height, int64_t width, int64_t out_height,
+                           int64_t out_width);
 
 /// Rotates counter-clockwise by `angle` degrees about the centre, nearest-neighbour sampling,
 /// same size, uncovered pixels set to `fill`. Reproduces PIL's Image.rotate (which torchvision's
 /// F.rotate calls for PIL images) pixel for pixel.
-inline torch::Tensor rotate(const torch::Tensor& image, double angle, int64_t fill = 0) {
-  detail::check_uint8_image(image, "rotate");
-  const int64_t channels = image.size(0), h = image.size(1), w = image.size(2);
-  angle = std::fmod(angle, 360.0);
-  if (angle < 0) angle += 360.0;
-  if (angle == 0.0) return image.clone();
-  if (angle == 180.0) return image.flip({1, 2});
-  if ((angle == 90.0 || angle == 270.0) && w == h) {
-    // PIL transposes: ROTATE_90 (counter-clockwise) and ROTATE_270.
-    return angle == 90.0 ? image.transpose(1, 2).flip({1}).contiguous()
-                         : image.transpose(1, 2).flip({2}).contiguous();
-  }
-  // PIL: matrix rounded to 15 decimals, inverse mapping from output (x + 0.5, y + 0.5).
-  const double radians = -angle * M_PI / 180.0;
-  auto round15 = [](double v) { return std::round(v * 1e15) / 1e15; };
-  const double a = round15(std::cos(radians)), b = round15(std::sin(radians));
-  const double d = round15(-std::sin(radians)), e = round15(std::cos(radians));
-  const double cx = static_cast<double>(w) / 2.0, cy = static_cast<double>(h) / 2.0;
-  const double c = a * (-cx) + b * (-cy) + cx;
-  const double f = d * (-cx) + e * (-cy) + cy;
-  // PIL's nearest-neighbour affine path works in 16.16 fixed point: the source position of output
-  // pixel (x, y) is FIX(c + b/2 + a/2) + y * FIX(b) + x * FIX(a), then >> 16 (and likewise for
-  // y). Doing the same in integers reproduces its choices at exact ties, where floating point
-  // would pick the neighbouring pixel.
-  auto fix = [](double v) { return static_cast<int64_t>(std::floor(v * 65536.0 + 0.5)); };
-  const int64_t x0 = fix(c + b * 0.5 + a * 0.5), y0 = fix(f + e * 0.5 + d * 0.5);
-  auto xs = torch::arange(w, torch::kLong).view({1, w});
-  auto ys = torch::arange(h, torch::kLong).view({h, 1});
-  auto x_fixed = ys * fix(b) + xs * fix(a) + x0;
-  auto y_fixed = ys * fix(e) + xs * fix(d) + y0;
-  auto xi = torch::where(x_fixed < 0, torch::full_like(x_fixed, -1), x_fixed.div(65536, "floor"));
-  auto yi = torch::where(y_fixed < 0, torch::full_like(y_fixed, -1), y_fixed.div(65536, "floor"));
-  auto inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h);
-  auto flat_index = (yi.clamp(0, h - 1) * w + xi.clamp(0, w - 1)).view({-1});
-  auto gathered = image.reshape({channels, h * w}).index_select(1, flat_index).view({channels, h, w});
-  return torch::where(inside.unsqueeze(0), gathered,
-                      torch::full({1, 1, 1}, fill, image.options()));
-}
+torch::Tensor rotate(const torch::Tensor& image, double angle, int64_t fill = 0);
 
 /// PIL ImageEnhance.Brightness: blend with black. torchvision: F.adjust_brightness.
-inline torch::Tensor adjust_brightness(const torch::Tensor& image, double factor) {
-  detail::check_uint8_image(image, "adjust_brightness");
-  return detail::pil_blend(torch::zeros_like(image), image, factor);
-}
+torch::Tensor adjust_brightness(const torch::Tensor& image, double factor);
 
 /// PIL ImageEnhance.Contrast: blend with the mean grey level. torchvision: F.adjust_contrast.
-inline torch::Tensor adjust_contrast(const torch::Tensor& image, double factor) {
-  detail::check_uint8_image(image, "adjust_contrast");
-  const double mean = detail::pil_grey(image).to(torch::kFloat64).mean().item<double>();
-  const auto level = static_cast<int64_t>(mean + 0.5);
-  return detail::pil_blend(torch::full_like(image, level), image, factor);
-}
+torch::Tensor adjust_contrast(const torch::Tensor& image, double factor);
 
 /// PIL ImageEnhance.Color: blend with the grey version. torchvision: F.adjust_saturation.
-inline torch::Tensor adjust_saturation(const torch::Tensor& image, double factor) {
-  detail::check_uint8_image(image, "adjust_saturation");
-  if (image.size(0) == 1) return image;  // grey: its own degenerate image
-  return detail::pil_blend(detail::pil_grey(image).expand_as(image), image, factor);
-}
+torch::Tensor adjust_saturation(const torch::Tensor& image, double factor);
 
 /// Shifts the hue in PIL's 8-bit HSV space. torchvision: F.adjust_hue (PIL path). PIL's
 /// conversions mix float and double arithmetic; the same mix here reproduces them for all 2^24
 /// colours (checked against Pillow 9.4).
-inline torch::Tensor adjust_hue(const torch::Tensor& image, double hue_factor) {
-  detail::check_uint8_image(image, "adjust_hue");
-  TORCH_CHECK(hue_factor >= -0.5 && hue_factor <= 0.5, "adjust_hue: hue_factor must be in "
-              "[-0.5, 0.5], got ", hue_factor);
-  if (image.size(0) == 1) return image;  // grey has no hue
-  const auto f32 = torch::kFloat32, f64 = torch::kFloat64;
-  auto rgb = image.to(torch::kInt32);
-  auto r = rgb[0], g = rgb[1], b = rgb[2];
-  auto maxc = torch::max(r, torch::max(g, b));
-  auto minc = torch::min(r, torch::min(g, b));
-  auto gray = maxc == minc;
-  // rgb2hsv: float ratios, hue offsets and the wrap in double, stored back to float.
-  auto cr = (maxc - minc).to(f32);
-  auto safe_cr = torch::where(gray, torch::ones_like(cr), cr);
-  auto rc = (maxc - r).to(f32) / safe_cr;
-  auto gc = (maxc - g).to(f32) / safe_cr;
-  auto bc = (maxc - b).to(f32) / safe_cr;
-  auto hue = torch::where(r == maxc, (bc - gc).to(f64),
-                          torch::where(g == maxc, rc.to(f64).add(2.0) - bc.to(f64),
-                                       gc.to(f64).add(4.0) - rc.to(f64)))
-                 .to(f32);
-  hue = torch::fmod(hue.to(f64) / 6.0 + 1.0, 1.0).to(f32);
-  auto sat = cr / maxc.clamp_min(1).to(f32);
-  auto h8 = torch::where(gray, torch::zeros_like(maxc), (hue.to(f64) * 255.0).to(torch::kInt32).clamp(0, 255));
-  auto s8 = torch::where(gray, torch::zeros_like(maxc), (sat.to(f64) * 255.0).to(torch::kInt32).clamp(0, 255));
-  auto v8 = maxc;
-  // torchvision: np_h += np.uint8(hue_factor * 255), wrapping modulo 256.
-  const auto shift =
-      static_cast<int64_t>(static_cast<uint8_t>(static_cast<int64_t>(hue_factor * 255)));
-  h8 = (h8 + shift).remainder(256);
-  // hsv2rgb.
-  auto h6 = h8.to(f32).to(f64) * 6.0 / 255.0;
-  auto sector_f = h6.floor();
-  auto frac = (h6 - sector_f.to(f32).to(f64)).to(f32);
-  auto fs = (s8.to(f32).to(f64) / 255.0).to(f32);
-  auto vf = v8.to(f32).to(f64);
-  auto c_round = [](const torch::Tensor& x) {  // C's round(): halves away from zero
-    return torch::where(x >= 0, (x + 0.5).floor(), (x - 0.5).ceil());
-  };
-  auto p = c_round(vf * (1.0 - fs.to(f64))).clamp(0, 255).to(torch::kInt32);
-  auto q = c_round(vf * (1.0 - (fs * frac).to(f64))).clamp(0, 255).to(torch::kInt32);
-  auto t = c_round(vf * (1.0 - fs.to(f64) * (1.0 - frac.to(f64)))).clamp(0, 255).to(torch::kInt32);
-  auto sector = sector_f.to(torch::kInt32).remainder(6);
-  auto pick = [&](const torch::Tensor& c0, const torch::Tensor& c1, const torch::Tensor& c2,
-                  const torch::Tensor& c3, const torch::Tensor& c4, const torch::Tensor& c5) {
-    return torch::where(sector == 0, c0, torch::where(sector == 1, c1, torch::where(sector == 2, c2,
-           torch::where(sector == 3, c3, torch::where(sector == 4, c4, c5)))));
-  };
-  auto zero_sat = s8 == 0;
-  auto out_r = torch::where(zero_sat, v8, pick(v8, q, p, p, t, v8));
-  auto out_g = torch::where(zero_sat, v8, pick(t, v8, v8, q, p, p));
-  auto out_b = torch::where(zero_sat, v8, pick(p, p, t, v8, v8, q));
-  return torch::stack({out_r, out_g, out_b}).to(torch::kUInt8);
-}
+torch::Tensor adjust_hue(const torch::Tensor& image, double hue_factor);
 
 /// uint8 (C, H, W) -> float (3, H, W) in [0, 1]; grey is repeated to RGB. torchvision: ToTensor
 /// on an RGB PIL image.
-inline torch::Tensor to_tensor(const torch::Tensor& image) {
-  detail::check_uint8_image(image, "ToTensor");
-  auto x = image.to(torch::kFloat32).div_(255);
-  // Grey: three views of one channel (copied when written into a batch, or by the next step).
-  return image.size(0) == 1 ? x.expand({3, x.size(1), x.size(2)}) : x;
-}
+torch::Tensor to_tensor(const torch::Tensor& image);
 
 /// (x - mean) / std per channel, as torchvision's Normalize (sub, then div).
-inline torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean,
-                               const std::vector<double>& std) {
-  detail::check_float_image(image, "Normalize");
-  TORCH_CHECK(static_cast<int64_t>(mean.size()) == image.size(0) &&
-                  static_cast<int64_t>(std.size()) == image.size(0),
-              "Normalize: mean and std need one value per channel (", image.size(0), "), got ",
-              mean.size(), " and ", std.size());
-  auto m = torch::tensor(mean, image.options()).view({-1, 1, 1});
-  auto s = torch::tensor(std, image.options()).view({-1, 1, 1});
-  return image.sub(m).div_(s);
-}
+torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean,
+                        const std::vector<double>& std);
 }  // namespace functional
 
 // ---------------------------------------------------------------------------------------------
@@ -397,24 +157,10 @@ inline torch::Tensor normalize(const torch::Tensor& image, const std::vector<dou
 /// to exactly that. Bilinear with antialiasing, as PIL.
 class Resize : public Transform {
  public:
-  explicit Resize(int64_t size) : size_(size) {
-    TORCH_CHECK(size >= 1, "Resize: size must be >= 1, got ", size);
-  }
-  Resize(int64_t height, int64_t width) : height_(height), width_(width) {
-    TORCH_CHECK(height >= 1 && width >= 1, "Resize: size must be >= 1, got ", height, "x", width);
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
-    detail::check_uint8_image(image, "Resize");
-    if (size_ > 0) {
-      const auto [h, w] = functional::resized_size(image.size(1), image.size(2), size_);
-      return functional::resize(image, h, w);
-    }
-    return functional::resize(image, height_, width_);
-  }
-  std::string describe() const override {
-    return size_ > 0 ? "Resize(" + std::to_string(size_) + ")"
-                     : "Resize(" + std::to_string(height_) + ", " + std::to_string(width_) + ")";
-  }
+  explicit Resize(int64_t size);
+  Resize(int64_t height, int64_t width);
+  torch::Tensor apply(const torch::Tensor& image, Rng&) const override;
+  std::string describe() const override;
 
  private:
   int64_t size_ = 0, height_ = 0, width_ = 0;
@@ -424,16 +170,9 @@ class Resize : public Transform {
 class CenterCrop : public Transform {
  public:
   explicit CenterCrop(int64_t size) : CenterCrop(size, size) {}
-  CenterCrop(int64_t height, int64_t width) : height_(height), width_(width) {
-    TORCH_CHECK(height >= 1 && width >= 1, "CenterCrop: size must be >= 1, got ", height, "x",
-                width);
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
-    return functional::center_crop(image, height_, width_);
-  }
-  std::string describe() const override {
-    return "CenterCrop(" + std::to_string(height_) + ", " + std::to_string(width_) + ")";
-  }
+  CenterCrop(int64_t height, int64_t width);
+  torch::Tensor apply(const torch::Tensor& image, Rng&) const override;
+  std::string describe() const override;
 
  private:
   int64_t height_, width_;
@@ -444,36 +183,9 @@ class RandomCrop : public Transform {
  public:
   explicit RandomCrop(int64_t size, int64_t padding = 0, bool pad_if_needed = false,
                       int64_t fill = 0,
-                      functional::PaddingMode mode = functional::PaddingMode::constant)
-      : height_(size), width_(size), padding_(padding), pad_if_needed_(pad_if_needed),
-        fill_(fill), mode_(mode) {
-    TORCH_CHECK(size >= 1, "RandomCrop: size must be >= 1, got ", size);
-    TORCH_CHECK(padding >= 0, "RandomCrop: padding must be >= 0, got ", padding);
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override {
-    detail::check_uint8_image(image, "RandomCrop");
-    torch::Tensor x = image;
-    if (padding_ > 0) x = functional::pad(x, padding_, padding_, padding_, padding_, fill_, mode_);
-    // torchvision pads by the whole difference on both sides when pad_if_needed.
-    if (pad_if_needed_ && x.size(2) < width_) {
-      const int64_t p = width_ - x.size(2);
-      x = functional::pad(x, p, 0, p, 0, fill_, mode_);
-    }
-    if (pad_if_needed_ && x.size(1) < height_) {
-      const int64_t p = height_ - x.size(1);
-      x = functional::pad(x, 0, p, 0, p, fill_, mode_);
-    }
-    const int64_t h = x.size(1), w = x.size(2);
-    TORCH_CHECK(h >= height_ && w >= width_, "RandomCrop: crop ", height_, "x", width_,
-                " is larger than the (padded) image ", h, "x", w, "; use pad_if_needed");
-    if (h == height_ && w == width_) return x;
-    const int64_t top = rng.randint(0, h - height_ + 1);
-    const int64_t left = rng.randint(0, w - width_ + 1);
-    return functional::crop(x, top, left, height_, width_);
-  }
-  std::string describe() const override {
-    return "RandomCrop(" + std::to_string(height_) + ", padding=" + std::to_string(padding_) + ")";
-  }
+                      functional::PaddingMode mode = functional::PaddingMode::constant);
+  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
+  std::string describe() const override;
 
  private:
   int64_t height_, width_, padding_;
@@ -486,51 +198,13 @@ class RandomCrop : public Transform {
 class RandomResizedCrop : public Transform {
  public:
   explicit RandomResizedCrop(int64_t size, std::pair<double, double> scale = {0.08, 1.0},
-                             std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0})
-      : size_(size), scale_(scale), ratio_(ratio) {
-    TORCH_CHECK(size >= 1, "RandomResizedCrop: size must be >= 1, got ", size);
-    TORCH_CHECK(scale.first > 0 && scale.first <= scale.second && scale.second <= 1.0,
-                "RandomResizedCrop: scale must satisfy 0 < min <= max <= 1, got (", scale.first,
-                ", ", scale.second, ")");
-    TORCH_CHECK(ratio.first > 0 && ratio.first <= ratio.second,
-                "RandomResizedCrop: ratio must satisfy 0 < min <= max, got (", ratio.first, ", ",
-                ratio.second, ")");
-  }
+                             std::pair<double, double> ratio = {3.0 / 4.0, 4.0 / 3.0});
 
   /// torchvision's get_params: (top, left, height, width) of the crop.
-  std::array<int64_t, 4> parameters(int64_t height, int64_t width, Rng& rng) const {
-    const double area = static_cast<double>(height * width);
-    const double log_low = std::log(ratio_.first), log_high = std::log(ratio_.second);
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      const double target_area = area * rng.uniform(scale_.first, scale_.second);
-      const double aspect = std::exp(rng.uniform(log_low, log_high));
-      const int64_t w = detail::python_round(std::sqrt(target_area * aspect));
-      const int64_t h = detail::python_round(std::sqrt(target_area / aspect));
-      if (w > 0 && w <= width && h > 0 && h <= height) {
-        const int64_t top = rng.randint(0, height - h + 1);
-        const int64_t left = rng.randint(0, width - w + 1);
-        return {top, left, h, w};
-      }
-    }
-    // Fallback: the central crop with the ratio clamped into range.
-    const double in_ratio = static_cast<double>(width) / static_cast<double>(height);
-    int64_t w = width, h = height;
-    if (in_ratio < ratio_.first) {
-      h = detail::python_round(static_cast<double>(w) / ratio_.first);
-    } else if (in_ratio > ratio_.second) {
-      w = detail::python_round(static_cast<double>(h) * ratio_.second);
-    }
-    return {(height - h) / 2, (width - w) / 2, h, w};
-  }
+  std::array<int64_t, 4> parameters(int64_t height, int64_t width, Rng& rng) const;
 
-  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override {
-    detail::check_uint8_image(image, "RandomResizedCrop");
-    const auto p = parameters(image.size(1), image.size(2), rng);
-    return functional::resized_crop(image, p[0], p[1], p[2], p[3], size_, size_);
-  }
-  std::string describe() const override {
-    return "RandomResizedCrop(" + std::to_string(size_) + ")";
-  }
+  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
+  std::string describe() const override;
 
  private:
   int64_t size_;
@@ -540,17 +214,9 @@ class RandomResizedCrop : public Transform {
 /// torchvision RandomHorizontalFlip(p).
 class RandomHorizontalFlip : public Transform {
  public:
-  explicit RandomHorizontalFlip(double p = 0.5) : p_(p) {
-    TORCH_CHECK(p >= 0 && p <= 1, "RandomHorizontalFlip: p must be in [0, 1], got ", p);
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override {
-    return rng.bernoulli(p_) ? functional::hflip(image) : image;
-  }
-  std::string describe() const override {
-    std::ostringstream os;
-    os << "RandomHorizontalFlip(" << p_ << ")";
-    return os.str();
-  }
+  explicit RandomHorizontalFlip(double p = 0.5);
+  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
+  std::string describe() const override;
 
  private:
   double p_;
@@ -560,17 +226,9 @@ class RandomHorizontalFlip : public Transform {
 /// an angle uniform in [-degrees, degrees].
 class RandomRotation : public Transform {
  public:
-  explicit RandomRotation(double degrees, int64_t fill = 0) : degrees_(degrees), fill_(fill) {
-    TORCH_CHECK(degrees >= 0, "RandomRotation: degrees must be >= 0, got ", degrees);
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override {
-    return functional::rotate(image, rng.uniform(-degrees_, degrees_), fill_);
-  }
-  std::string describe() const override {
-    std::ostringstream os;
-    os << "RandomRotation(" << degrees_ << ")";
-    return os.str();
-  }
+  explicit RandomRotation(double degrees, int64_t fill = 0);
+  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
+  std::string describe() const override;
 
  private:
   double degrees_;
@@ -582,35 +240,9 @@ class RandomRotation : public Transform {
 class ColorJitter : public Transform {
  public:
   explicit ColorJitter(double brightness = 0, double contrast = 0, double saturation = 0,
-                       double hue = 0)
-      : brightness_(brightness), contrast_(contrast), saturation_(saturation), hue_(hue) {
-    TORCH_CHECK(brightness >= 0 && contrast >= 0 && saturation >= 0,
-                "ColorJitter: brightness, contrast and saturation must be >= 0");
-    TORCH_CHECK(hue >= 0 && hue <= 0.5, "ColorJitter: hue must be in [0, 0.5], got ", hue);
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override {
-    detail::check_uint8_image(image, "ColorJitter");
-    const auto order = rng.permutation(4);
-    auto factor = [&rng](double amount) {
-      return amount > 0 ? rng.uniform(std::max(0.0, 1 - amount), 1 + amount) : 1.0;
-    };
-    const double b = factor(brightness_), c = factor(contrast_), s = factor(saturation_);
-    const double h = hue_ > 0 ? rng.uniform(-hue_, hue_) : 0.0;
-    torch::Tensor x = image;
-    for (auto op : order) {
-      if (op == 0 && brightness_ > 0) x = functional::adjust_brightness(x, b);
-      if (op == 1 && contrast_ > 0) x = functional::adjust_contrast(x, c);
-      if (op == 2 && saturation_ > 0) x = functional::adjust_saturation(x, s);
-      if (op == 3 && hue_ > 0) x = functional::adjust_hue(x, h);
-    }
-    return x;
-  }
-  std::string describe() const override {
-    std::ostringstream os;
-    os << "ColorJitter(" << brightness_ << ", " << contrast_ << ", " << saturation_ << ", "
-       << hue_ << ")";
-    return os.str();
-  }
+                       double hue = 0);
+  torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
+  std::string describe() const override;
 
  private:
   double brightness_, contrast_, saturation_, hue_;
@@ -619,55 +251,19 @@ class ColorJitter : public Transform {
 /// torchvision ToTensor: uint8 -> float in [0, 1], (3, H, W).
 class ToTensor : public Transform {
  public:
-  torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
-    return functional::to_tensor(image);
-  }
+  torch::Tensor apply(const torch::Tensor& image, Rng&) const override;
   std::string describe() const override { return "ToTensor()"; }
 };
 
 /// torchvision Normalize(mean, std).
 class Normalize : public Transform {
  public:
-  Normalize(std::vector<double> mean, std::vector<double> std)
-      : mean_(std::move(mean)), std_(std::move(std)) {
-    for (double s : std_) TORCH_CHECK(s > 0, "Normalize: std values must be > 0, got ", s);
-    TORCH_CHECK(mean_.size() == std_.size(), "Normalize: ", mean_.size(), " means but ",
-                std_.size(), " standard deviations");
-    mean_f_ = torch::tensor(mean_, torch::kFloat32).view({-1, 1, 1});
-    std_f_ = torch::tensor(std_, torch::kFloat32).view({-1, 1, 1});
-  }
-  torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
-    if (image.scalar_type() == torch::kFloat32 && image.dim() == 3 &&
-        image.size(0) == static_cast<int64_t>(mean_.size())) {
-      return image.sub(mean_f_).div_(std_f_);  // torchvision: sub, then div
-    }
-    return functional::normalize(image, mean_, std_);
-  }
+  Normalize(std::vector<double> mean, std::vector<double> std);
+  torch::Tensor apply(const torch::Tensor& image, Rng&) const override;
   /// Writes (x - mean) / std per channel into `out` without temporaries; with a grey image that
   /// ToTensor expanded, each channel is computed from the single stored channel.
-  bool apply_into(const torch::Tensor& image, Rng&, torch::Tensor& out) const override {
-    if (image.scalar_type() != torch::kFloat32 || out.scalar_type() != torch::kFloat32 ||
-        image.dim() != 3 || image.sizes() != out.sizes() ||
-        image.size(0) != static_cast<int64_t>(mean_.size())) {
-      return false;
-    }
-    for (int64_t c = 0; c < image.size(0); ++c) {
-      auto channel = out[c];
-      // (1, 1) tensors, not scalars: the same element-wise kernels as the (3, 1, 1) broadcast.
-      torch::sub_out(channel, image[c], mean_f_[c]);
-      channel.div_(std_f_[c]);
-    }
-    return true;
-  }
-  std::string describe() const override {
-    std::ostringstream os;
-    os << "Normalize(mean=[";
-    for (size_t i = 0; i < mean_.size(); ++i) os << (i ? ", " : "") << mean_[i];
-    os << "], std=[";
-    for (size_t i = 0; i < std_.size(); ++i) os << (i ? ", " : "") << std_[i];
-    os << "])";
-    return os.str();
-  }
+  bool apply_into(const torch::Tensor& image, Rng&, torch::Tensor& out) const override;
+  std::string describe() const override;
 
  private:
   std::vector<double> mean_, std_;
@@ -675,32 +271,17 @@ class Normalize : public Transform {
 };
 
 /// ImageNet statistics, the reference's normalisation.
-inline const std::vector<double>& imagenet_mean() {
-  static const std::vector<double> v = {0.485, 0.456, 0.406};
-  return v;
-}
-inline const std::vector<double>& imagenet_std() {
-  static const std::vector<double> v = {0.229, 0.224, 0.225};
-  return v;
-}
+const std::vector<double>& imagenet_mean();
+const std::vector<double>& imagenet_std();
 
 /// Shorthand: a pipeline from its steps.
-inline TransformPtr compose(std::vector<TransformPtr> steps) {
-  return std::make_shared<Compose>(std::move(steps));
-}
+TransformPtr compose(std::vector<TransformPtr> steps);
 
 /// The reference's training pipeline: Resize(size, size), RandomHorizontalFlip, RandomCrop(size,
 /// padding = size / 8), ToTensor, Normalize(ImageNet). Default size 224 as the reference.
-inline TransformPtr train_transform(int64_t size = 224) {
-  return compose({std::make_shared<Resize>(size, size), std::make_shared<RandomHorizontalFlip>(),
-                  std::make_shared<RandomCrop>(size, size / 8), std::make_shared<ToTensor>(),
-                  std::make_shared<Normalize>(imagenet_mean(), imagenet_std())});
-}
+TransformPtr train_transform(int64_t size = 224);
 
 /// The reference's evaluation pipeline: Resize(size, size), ToTensor, Normalize(ImageNet).
-inline TransformPtr eval_transform(int64_t size = 224) {
-  return compose({std::make_shared<Resize>(size, size), std::make_shared<ToTensor>(),
-                  std::make_shared<Normalize>(imagenet_mean(), imagenet_std())});
-}
+TransformPtr eval_transform(int64_t size = 224);
 
 }  // namespace sedensenet::data

@@ -14,9 +14,7 @@ inline nlohmann::json to_json(const DenseNetOptions& o) { return schema::to_json
 
 /// Reads DenseNetOptions; missing keys keep `o`'s values, unknown keys and values of the wrong
 /// type are an error naming the key.
-inline DenseNetOptions densenet_options_from_json(const nlohmann::json& j,
-                                                  DenseNetOptions o = {}) {
-  return schema::from_json(j, std::move(o), "model config");
-}
+DenseNetOptions densenet_options_from_json(const nlohmann::json& j,
+                                           DenseNetOptions o = {});
 
 }  // namespace sedensenet::io

@@ -166,13 +166,13 @@ class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl<Attention>>,
   }
 
   torch::Tensor efficient_bottleneck(torch::TensorList inputs) {
-    auto bottleneck = detail::BottleneckInputFunction::apply(
+    auto bottleneck = detail::efficient_bottleneck_input(
         inputs, norm1->weight, norm1->bias, conv1->weight,
         detail::NormConvModules{norm1.get(), conv1.get()});
     if (options.memory() == MemoryMode::efficient_input_only) {
       return conv2->forward(batch_norm_relu(bottleneck, *norm2));
     }
-    return detail::BottleneckOutputFunction::apply(
+    return detail::efficient_bottleneck_output(
         bottleneck, norm2->weight, norm2->bias, conv2->weight,
         detail::NormConvModules{norm2.get(), conv2.get()});
   }

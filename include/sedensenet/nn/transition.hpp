@@ -31,31 +31,13 @@ class TransitionImpl : public torch::nn::Cloneable<TransitionImpl> {
   /// Side of the square average-pooling window, and its stride.
   static constexpr int64_t kPoolSize = 2;
 
-  explicit TransitionImpl(TransitionOptions options) : options(std::move(options)) { reset(); }
+  explicit TransitionImpl(TransitionOptions options);
 
-  void reset() override {
-    TORCH_CHECK(options.in_channels() >= 1, "TransitionOptions: in_channels must be >= 1, got ",
-                options.in_channels());
-    TORCH_CHECK(options.out_channels() >= 1, "TransitionOptions: out_channels must be >= 1, got ",
-                options.out_channels());
-    norm = register_module("norm", torch::nn::BatchNorm2d(options.in_channels()));
-    conv = register_module(
-        "conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(),
-                                                           options.out_channels(), 1)
-                                      .stride(1)
-                                      .bias(false)));
-    init::reference_conv_(*conv);
-  }
+  void reset() override;
 
-  torch::Tensor forward(const torch::Tensor& x) {
-    auto compressed = conv->forward(batch_norm_relu(x, *norm));
-    return torch::avg_pool2d(compressed, kPoolSize, kPoolSize);
-  }
+  torch::Tensor forward(const torch::Tensor& x);
 
-  void pretty_print(std::ostream& stream) const override {
-    stream << "sedensenet::Transition(in_channels=" << options.in_channels()
-           << ", out_channels=" << options.out_channels() << ")";
-  }
+  void pretty_print(std::ostream& stream) const override;
 
   TransitionOptions options;
   torch::nn::BatchNorm2d norm{nullptr};

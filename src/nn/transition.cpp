@@ -1,0 +1,35 @@
+#include "sedensenet/nn/transition.hpp"
+
+#include <utility>
+
+namespace sedensenet {
+
+TransitionImpl::TransitionImpl(TransitionOptions options) : options(std::move(options)) {
+  reset();
+}
+
+void TransitionImpl::reset() {
+  TORCH_CHECK(options.in_channels() >= 1, "TransitionOptions: in_channels must be >= 1, got ",
+              options.in_channels());
+  TORCH_CHECK(options.out_channels() >= 1, "TransitionOptions: out_channels must be >= 1, got ",
+              options.out_channels());
+  norm = register_module("norm", torch::nn::BatchNorm2d(options.in_channels()));
+  conv = register_module(
+      "conv", torch::nn::Conv2d(torch::nn::Conv2dOptions(options.in_channels(),
+                                                         options.out_channels(), 1)
+                                    .stride(1)
+                                    .bias(false)));
+  init::reference_conv_(*conv);
+}
+
+torch::Tensor TransitionImpl::forward(const torch::Tensor& x) {
+  auto compressed = conv->forward(batch_norm_relu(x, *norm));
+  return torch::avg_pool2d(compressed, kPoolSize, kPoolSize);
+}
+
+void TransitionImpl::pretty_print(std::ostream& stream) const {
+  stream << "sedensenet::Transition(in_channels=" << options.in_channels()
+         << ", out_channels=" << options.out_channels() << ")";
+}
+
+}  // namespace sedensenet
