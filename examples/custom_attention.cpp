@@ -6,7 +6,11 @@
 #include <torch/nn/functional/loss.h>
 #include <torch/optim/adam.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <iostream>
+#include <string>
 
 // 1. The attention module. DenseLayer needs two things: it is a module holder (TORCH_MODULE),
 //    and its module has `Tensor forward(Tensor)`. It is built from the channel count.
@@ -39,9 +43,10 @@ int main(int argc, char** argv) {
     if (p.key().rfind("denselayer1.", 0) == 0) std::cout << "  " << p.key() << " " << p.value().sizes() << "\n";
   }
 
-  // 3. A whole network with those layers: DenseNet takes a block builder.
+  // 3. A whole network with those layers: DenseNet takes a block builder, and a name for the
+  //    blocks that checkpoints record.
   sedensenet::DenseNet net(sedensenet::DenseNetOptions::densenet_bc(16, 8).num_classes(2),
-                           sedensenet::block_builder<Layer>());
+                           sedensenet::block_builder<Layer>(), "channel-conv-gate");
 
   // 4. Train it to tell bright-left from bright-right images.
   auto images = torch::randn({64, 3, 16, 16});
@@ -62,5 +67,20 @@ int main(int argc, char** argv) {
   torch::NoGradGuard no_grad;
   const double accuracy = (net->forward(images).argmax(1) == labels).to(torch::kFloat).mean().item<double>();
   std::cout << "loss " << first << " -> " << last << ", training accuracy " << 100 * accuracy << "%\n";
-  return last < first ? 0 : 1;
+
+  // 5. Save and reload. The checkpoint records "channel-conv-gate"; loading it needs the same
+  //    builder (without one, load_trained_model refuses and says what to pass).
+  const auto dir = std::filesystem::temp_directory_path() /
+                   ("sedensenet-custom-attention-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const auto path = dir / "model.pt";
+  sedensenet::io::InputSpec input;
+  input.size = 16;
+  sedensenet::io::save_trained_model(path, net, input, {"bright-left", "bright-right"});
+  auto reloaded = sedensenet::io::load_trained_model(path, torch::kCPU, sedensenet::block_builder<Layer>());
+  const bool same = torch::equal(reloaded.model->forward(images), net->forward(images));
+  std::cout << "reloaded from " << path.filename().string() << " (blocks: " << reloaded.model->blocks()
+            << "): " << (same ? "same logits" : "DIFFERENT logits") << "\n";
+  std::filesystem::remove_all(dir);
+  return last < first && same ? 0 : 1;
 }

@@ -51,8 +51,15 @@ nlohmann::json densenet_metadata(const DenseNetOptions& options, const InputSpec
   return extra;
 }
 
+nlohmann::json densenet_metadata(const DenseNet& model, const InputSpec& input,
+                                 nlohmann::json extra) {
+  auto metadata = densenet_metadata(model->options, input, std::move(extra));
+  if (model->blocks() != "default") metadata["blocks"] = model->blocks();
+  return metadata;
+}
+
 TrainedModel trained_model_from(CheckpointFile file, const std::filesystem::path& path,
-                                torch::Device device) {
+                                torch::Device device, BlockBuilder blocks) {
   TrainedModel result;
   result.state = std::move(file.state);
   const auto& metadata = result.state.value("metadata", nlohmann::json());
@@ -68,7 +75,13 @@ TrainedModel trained_model_from(CheckpointFile file, const std::filesystem::path
     TORCH_CHECK(false, path.string(), ": the recorded model or input is invalid (",
                 error_message(e), ")");
   }
-  result.model = DenseNet(result.options);
+  const auto recorded = metadata.value("blocks", std::string("default"));
+  TORCH_CHECK(blocks || recorded == "default", path.string(), ": the model was built with your own "
+              "dense blocks ('", recorded, "'), which this program cannot rebuild; load it in C++ "
+              "with the builder it was built with: sedensenet::io::load_trained_model(path, "
+              "device, sedensenet::block_builder<YourLayer>())");
+  result.model = blocks ? DenseNet(result.options, std::move(blocks), recorded)
+                        : DenseNet(result.options);
   load_module_tensors(*result.model, file.model, path.string());
   result.model->to(device);
   result.model->eval();
@@ -76,8 +89,24 @@ TrainedModel trained_model_from(CheckpointFile file, const std::filesystem::path
 }
 
 TrainedModel load_trained_model(const std::filesystem::path& path,
-                                torch::Device device) {
-  return trained_model_from(read_checkpoint_file(path), path, device);
+                                torch::Device device, BlockBuilder blocks) {
+  return trained_model_from(read_checkpoint_file(path), path, device, std::move(blocks));
+}
+
+void save_trained_model(const std::filesystem::path& path, const DenseNet& model,
+                        const InputSpec& input, const std::vector<std::string>& classes) {
+  TORCH_CHECK(!std::filesystem::exists(path), path.string(), " already exists; remove it or "
+              "choose another path (save_trained_model never replaces a file)");
+  if (!classes.empty()) {
+    TORCH_CHECK(static_cast<int64_t>(classes.size()) == model->options.num_classes(),
+                "save_trained_model: ", classes.size(), " class names for a model with ",
+                model->options.num_classes(), " classes");
+  }
+  CheckpointFile file;
+  file.state["metadata"] = densenet_metadata(model, input);
+  file.state["classes"] = classes;
+  file.model = module_tensors(*model);
+  write_checkpoint_file(path, file);
 }
 
 bool is_trainer_checkpoint(const std::filesystem::path& path) {

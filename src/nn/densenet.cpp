@@ -76,10 +76,11 @@ BlockBuilder default_block_builder(const DenseNetOptions& o) {
 }  // namespace detail
 
 DenseNetImpl::DenseNetImpl(DenseNetOptions options)
-  : DenseNetImpl(options, detail::default_block_builder(options)) {}
+    : DenseNetImpl(options, detail::default_block_builder(options), "default") {}
 
-DenseNetImpl::DenseNetImpl(DenseNetOptions options, BlockBuilder builder)
-  : options(std::move(options)), builder_(std::move(builder)) {
+DenseNetImpl::DenseNetImpl(DenseNetOptions options, BlockBuilder builder, std::string blocks)
+    : options(std::move(options)), builder_(std::move(builder)), blocks_(std::move(blocks)) {
+  TORCH_CHECK(!blocks_.empty(), "DenseNet: the name of the dense blocks is empty");
   reset();
 }
 

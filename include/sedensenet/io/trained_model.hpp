@@ -45,6 +45,11 @@ struct InputSpec {
 nlohmann::json densenet_metadata(const DenseNetOptions& options, const InputSpec& input,
                                  nlohmann::json extra = nlohmann::json::object());
 
+/// `densenet_metadata` for `model`: its options, and, when it was built with your own dense blocks
+/// (`DenseNet(options, builder, name)`), their name, so that loading the checkpoint asks for them.
+nlohmann::json densenet_metadata(const DenseNet& model, const InputSpec& input,
+                                 nlohmann::json extra = nlohmann::json::object());
+
 /// A model read back from a checkpoint (best.pt or last.pt).
 struct TrainedModel {
   DenseNet model{nullptr};
@@ -54,16 +59,27 @@ struct TrainedModel {
   nlohmann::json state;  ///< the checkpoint's run state (epoch, history, metadata, ...)
 };
 
-/// The model of a checkpoint written by `Trainer` with `densenet_metadata`
-/// (io/checkpoint_file.hpp; `path` names it in errors): rebuilds the network from its recorded options and loads the weights, in eval mode. Errors name
-/// the file and what is missing. The recorded model is checked against `check_model_size` before
-/// anything is built.
+/// The model of a checkpoint written by `Trainer` with `densenet_metadata`, or by
+/// `save_trained_model` (io/checkpoint_file.hpp; `path` names it in errors): rebuilds the network
+/// from its recorded options and loads the weights, in eval mode. Errors name the file and what is
+/// missing. The recorded model is checked against `check_model_size` before anything is built.
+///
+/// Models with your own dense blocks (e.g. a user-written attention module): pass the builder they
+/// were built with, `block_builder<DenseLayer<MyAttention>>()`. A checkpoint that records such
+/// blocks is refused without one (the library cannot rebuild code it does not have), and the
+/// weights must then fit the rebuilt network exactly.
 TrainedModel trained_model_from(CheckpointFile file, const std::filesystem::path& path,
-                                torch::Device device = torch::kCPU);
+                                torch::Device device = torch::kCPU, BlockBuilder blocks = {});
 
 /// `trained_model_from` the checkpoint at `path` (see above).
 TrainedModel load_trained_model(const std::filesystem::path& path,
-                                torch::Device device = torch::kCPU);
+                                torch::Device device = torch::kCPU, BlockBuilder blocks = {});
+
+/// Writes `model` (its weights, `densenet_metadata(model, input)` and `classes`) as a checkpoint
+/// that `load_trained_model` and the tool's `evaluate`/`predict` read: a model trained with your
+/// own loop. Refuses to replace an existing file.
+void save_trained_model(const std::filesystem::path& path, const DenseNet& model,
+                        const InputSpec& input, const std::vector<std::string>& classes = {});
 
 /// Whether `path` is a checkpoint written by `Trainer` (best.pt, last.pt; `is_checkpoint_file`),
 /// as opposed to a Python state dict file.

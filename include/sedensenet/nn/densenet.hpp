@@ -92,8 +92,11 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryCon
  public:
   explicit DenseNetImpl(DenseNetOptions options = {});
 
-  /// Builds the network with your own dense blocks (see `block_builder<Layer>()`).
-  DenseNetImpl(DenseNetOptions options, BlockBuilder builder);
+  /// Builds the network with your own dense blocks (see `block_builder<Layer>()`). `blocks` names
+  /// them in the checkpoints `io::densenet_metadata(model, ...)` describes, so that loading one
+  /// asks for the same builder (`io::load_trained_model(path, device, builder)`) instead of
+  /// rebuilding the library's own layers.
+  DenseNetImpl(DenseNetOptions options, BlockBuilder builder, std::string blocks = "custom");
 
   void reset() override;
 
@@ -107,6 +110,10 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryCon
   /// Channels entering the classifier.
   int64_t num_features() const { return num_features_; }
 
+  /// What the dense blocks are: "default" for the library's own layers (SE or none, as the
+  /// options say), else the name given with the builder.
+  const std::string& blocks() const { return blocks_; }
+
   void pretty_print(std::ostream& stream) const override;
 
   DenseNetOptions options;
@@ -115,6 +122,7 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryCon
 
  private:
   BlockBuilder builder_;
+  std::string blocks_;
   int64_t num_features_ = 0;
 };
 TORCH_MODULE(DenseNet);
