@@ -15,9 +15,9 @@ if(OpenMP_CXX_FOUND AND EXISTS "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1"
 endif()
 
 # Header-only dependencies. On a machine without Debian's packages (a GPU machine with only a
-# CUDA LibTorch), point SEDENSENET_VENDORED_HEADERS at a folder holding fmt/, CLI/, nlohmann/
-# and stb/ (benchmarks/gpu/pack.sh copies them from a Debian machine).
-set(SEDENSENET_VENDORED_HEADERS "" CACHE PATH "folder with fmt/, CLI/, nlohmann/ and stb/ headers")
+# CUDA LibTorch), point SEDENSENET_VENDORED_HEADERS at a folder holding fmt/, CLI/ and nlohmann/
+# (benchmarks/gpu/pack.sh copies them from a Debian machine). stb is in third_party/.
+set(SEDENSENET_VENDORED_HEADERS "" CACHE PATH "folder with fmt/, CLI/ and nlohmann/ headers")
 if(SEDENSENET_VENDORED_HEADERS)
   foreach(_lib IN ITEMS fmt CLI11 nlohmann_json)
     if(_lib STREQUAL "nlohmann_json")

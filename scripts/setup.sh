@@ -14,7 +14,7 @@ SEDENSENET_PACKAGES=(
   libtorch-dev libopenblas0-pthread
   # Gloo's headers: LibTorch's c10d headers (distributed training) include them.
   libgloo-dev
-  libfmt-dev libstb-dev catch2 libcli11-dev nlohmann-json3-dev
+  libfmt-dev catch2 libcli11-dev nlohmann-json3-dev
   # Reference implementations the tests compare against (run with /usr/bin/python3).
   python3-torch python3-torchvision python3-pil python3-numpy
   # The virtual environment holding LibTorch 2.x for the second build (scripts/setup-torch2.sh).
