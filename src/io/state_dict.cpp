@@ -2,31 +2,33 @@
 
 namespace sedensenet::io {
 
+namespace {
+// The reference script's names and ours, one pair per renamed part: canonical_key maps the first
+// to the second, external_key back.
+constexpr std::pair<const char*, const char*> kReferenceNames[] = {
+    {"features.norm_final.", "features.norm5."},
+    {".SE_Block.fc.0.", ".se.fc1."},
+    {".SE_Block.fc.2.", ".se.fc2."}};
+
+void replace_first(std::string& key, const std::string& from, const std::string& to) {
+  const auto at = key.find(from);
+  if (at != std::string::npos) key.replace(at, from.size(), to);
+}
+}  // namespace
+
 std::string canonical_key(std::string key) {
   if (key.rfind("module.", 0) == 0) key = key.substr(7);
   static const std::regex legacy(
       R"(^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var|num_batches_tracked))$)");
   std::smatch m;
   if (std::regex_match(key, m, legacy)) key = std::string(m[1]) + std::string(m[2]);  // norm.1.x -> norm1.x
-  auto replace = [&key](const std::string& from, const std::string& to) {
-    const auto at = key.find(from);
-    if (at != std::string::npos) key.replace(at, from.size(), to);
-  };
-  replace("features.norm_final.", "features.norm5.");
-  replace(".SE_Block.fc.0.", ".se.fc1.");
-  replace(".SE_Block.fc.2.", ".se.fc2.");
+  for (const auto& [reference, ours] : kReferenceNames) replace_first(key, reference, ours);
   return key;
 }
 
 std::string external_key(std::string key, KeyNaming naming) {
   if (naming == KeyNaming::sedensenet) return key;
-  auto replace = [&key](const std::string& from, const std::string& to) {
-    const auto at = key.find(from);
-    if (at != std::string::npos) key.replace(at, from.size(), to);
-  };
-  replace("features.norm5.", "features.norm_final.");
-  replace(".se.fc1.", ".SE_Block.fc.0.");
-  replace(".se.fc2.", ".SE_Block.fc.2.");
+  for (const auto& [reference, ours] : kReferenceNames) replace_first(key, ours, reference);
   return key;
 }
 
