@@ -18,33 +18,15 @@ int main(int argc, char** argv) try {
   const int64_t epochs = argc > 3 ? std::stoll(argv[3]) : 3;
   const int64_t size = argc > 4 ? std::stoll(argv[4]) : 224;
   sedensenet::set_num_threads(0);
-  namespace data = sedensenet::data;
 
-  // 1. The data and its classes.
-  auto splits = data::ImageFolder::split(argv[2]);
-  const auto classes = static_cast<int64_t>(splits.train.classes().size());
-
-  // 2. SE-DenseNet-121 whose SE blocks start as the identity: with the ScaledSigmoid gate
+  // 1. SE-DenseNet-121 whose SE blocks start as the identity: with the ScaledSigmoid gate
   //    (2 * sigmoid) and fc2 at zero, every gate is exactly 1, so with torchvision's weights the
   //    network computes torchvision's function until training moves the gates.
-  auto options = sedensenet::DenseNetOptions::densenet121()
-                     .num_classes(classes)
-                     .se_gate(sedensenet::SEGate::scaled_sigmoid)
-                     .memory(sedensenet::MemoryMode::efficient);
-  sedensenet::DenseNet net(options);
+  auto model = sedensenet::DenseNetOptions::densenet121()
+                   .se_gate(sedensenet::SEGate::scaled_sigmoid)
+                   .memory(sedensenet::MemoryMode::efficient);
 
-  // 3. Load what fits: everything but the SE blocks (new) and the classifier (1000 classes in
-  //    the file, `classes` here). The report lists both.
-  auto report = sedensenet::io::load_state_dict(*net, argv[1], sedensenet::io::LoadOptions().strict(false));
-  std::cout << "warm start: " << report.loaded.size() << " tensors from " << argv[1] << ", "
-            << report.missing.size() << " new SE tensors, " << report.mismatched.size()
-            << " classifier tensors re-initialised\n";
-
-  // 4. Fine-tune with a gentle recipe: AdamW, small learning rate, cosine decay.
-  sedensenet::io::InputSpec input;
-  input.size = size;
-  data::ImageLoader train_loader(splits.train, data::train_transform(size), data::LoaderOptions().batch_size(32));
-  data::ImageLoader test_loader(splits.test, input.eval_transform(), data::LoaderOptions().batch_size(32).shuffle(false));
+  // 2. A gentle recipe: AdamW, small learning rate, cosine decay.
   auto recipe = sedensenet::TrainerOptions()
                     .optimizer(sedensenet::OptimizerKind::adamw)
                     .lr(3e-4)
@@ -52,14 +34,21 @@ int main(int argc, char** argv) try {
                     .scheduler(sedensenet::ScheduleKind::cosine)
                     .epochs(epochs)
                     .run_dir("runs/fine_tune");
-  sedensenet::Trainer trainer(net, recipe);
-  trainer.set_class_names(splits.train.classes());
-  trainer.set_metadata(sedensenet::io::densenet_metadata(options, input));
-  sedensenet::ProgressPrinter progress;
-  progress.attach(trainer);
-  sedensenet::ImageLoaderSource train(train_loader), test(test_loader);
-  auto result = trainer.fit(train, &test);
+
+  // 3. The data, the model with one output per class, the Trainer (Experiment sets them up).
+  sedensenet::Experiment experiment(argv[2], model, recipe,
+                                    sedensenet::DataOptions().image_size(size).batch_size(32));
+
+  // 4. Load what fits: everything but the SE blocks (new) and the classifier (1000 classes in
+  //    the file, one per folder class here). The report lists both.
+  auto report = experiment.warm_start(argv[1]);
+  std::cout << "warm start: " << report.loaded.size() << " tensors from " << argv[1] << ", "
+            << report.missing.size() << " new SE tensors, " << report.mismatched.size()
+            << " classifier tensors re-initialised\n";
+
+  auto result = experiment.fit();
   std::cout << "best test accuracy " << 100 * result.best_accuracy << "%; weights in runs/fine_tune/best.pt\n";
+  auto& net = experiment.model();
 
   // 5. Back to Python: the twin (python/sedensenet.py) loads this file strictly.
   sedensenet::io::save_state_dict(*net, "runs/fine_tune/state_dict.pt");

@@ -18,31 +18,14 @@ int main(int argc, char** argv) try {
   const int64_t epochs = argc > 3 ? std::stoll(argv[3]) : 5;
   const int64_t size = argc > 4 ? std::stoll(argv[4]) : 32;
   sedensenet::set_num_threads(0);  // one LibTorch thread per core
-  namespace data = sedensenet::data;
 
-  // 1. Data: class folders -> train and test sides, with the reference's pipelines.
-  auto splits = data::ImageFolder::split(argv[1]);
-  sedensenet::io::InputSpec input;
-  input.size = size;
-  data::ImageLoader train_loader(splits.train, data::train_transform(size),
-                                 data::LoaderOptions().batch_size(64));
-  data::ImageLoader test_loader(splits.test, input.eval_transform(),
-                                data::LoaderOptions().batch_size(64).shuffle(false));
-
-  // 2. Model: SE-DenseNet-BC, depth 40, k = 12, one output per class.
-  auto options = sedensenet::DenseNetOptions::densenet_bc(40, 12)
-                     .num_classes(static_cast<int64_t>(splits.train.classes().size()));
-  sedensenet::DenseNet net(options);
-
-  // 3. Trainer: recommended recipe, a run folder, progress on stdout.
-  sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(epochs).run_dir(run_dir));
-  trainer.set_class_names(splits.train.classes());
-  trainer.set_metadata(sedensenet::io::densenet_metadata(options, input));
-  sedensenet::ProgressPrinter progress;
-  progress.attach(trainer);
-
-  sedensenet::ImageLoaderSource train(train_loader), test(test_loader);
-  auto result = trainer.fit(train, &test);
+  // The data (class folders -> train and test sides, the reference's pipelines), the model
+  // (SE-DenseNet-BC, depth 40, k = 12, one output per class), the recommended recipe and a run
+  // folder, set up in one call; it prints what it found and, while training, the progress.
+  sedensenet::Experiment experiment(argv[1], sedensenet::DenseNetOptions::densenet_bc(40, 12),
+                                    sedensenet::TrainerOptions::recommended().epochs(epochs).run_dir(run_dir),
+                                    sedensenet::DataOptions().image_size(size));
+  auto result = experiment.fit();
   std::cout << "best test accuracy " << 100 * result.best_accuracy << "% at epoch "
             << result.best_epoch << "; weights in " << run_dir << "/best.pt\n";
   return 0;

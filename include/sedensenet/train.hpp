@@ -1,9 +1,11 @@
 #pragma once
 /// \file
-/// Training: options, the Trainer and its parts (optimizer factory, run state, run folder,
+/// Training: `Experiment` (an image folder to a run folder in one call), options, the Trainer and its parts (optimizer factory, run state, run folder,
 /// data parallelism), metrics, history, progress output.
 
+#include "sedensenet/train/data_options.hpp"
 #include "sedensenet/train/data_parallel.hpp"
+#include "sedensenet/train/experiment.hpp"
 #include "sedensenet/train/history.hpp"
 #include "sedensenet/train/legacy_checkpoint.hpp"
 #include "sedensenet/train/metrics.hpp"

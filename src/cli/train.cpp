@@ -1,11 +1,8 @@
 // sedensenet train: from an image folder to a run folder (config, history, checkpoints, metrics,
 // plots); resume, warm start, data-parallel training. Trainer options come from their schema
 // (TrainerOptions::fields); the flags here are the data, the model and the process layout.
-#include <sedensenet/data.hpp>
 #include <sedensenet/io/trained_model.hpp>
-#include <sedensenet/nn/summary.hpp>
-#include <sedensenet/train/progress.hpp>
-#include <sedensenet/train/trainer.hpp>
+#include <sedensenet/train/experiment.hpp>
 #include <sedensenet/util/allocator.hpp>
 #include <sedensenet/util/errors.hpp>
 #include <sedensenet/util/threads.hpp>
@@ -33,7 +30,6 @@
 namespace sedensenet::cli {
 namespace {
 
-namespace data = sedensenet::data;
 namespace fs = std::filesystem;
 using nlohmann::json;
 
@@ -74,24 +70,8 @@ class Train : public Command {
                   "warm-up, label smoothing) or reference (Adam 1e-4, constant)")
         ->check(CLI::IsMember({"recommended", "reference"}))
         ->capture_default_str();
-    t->add_option("--batch-size", batch_size, "images per batch")->check(CLI::Range(int64_t{1}, int64_t{65536}))->capture_default_str();
-    t->add_option("--image-size", image_size, "images are resized to size x size")->check(CLI::Range(8, 4096))->capture_default_str();
-    t->add_option("--augment", augment,
-                  "training augmentation: none, flip (random horizontal flip), reference (flip + padded "
-                  "crop), strong (also rotation and colour jitter)")
-        ->check(CLI::IsMember(io::InputSpec::augmentation_policies()))
-        ->capture_default_str();
-    t->add_option("--workers", workers, "data-loading threads (0 = one per core)")->check(CLI::NonNegativeNumber);
     t->add_option("--resume", resume, "continue the run in this run folder (its config.json gives every other option)");
     t->add_option("--config", config, "JSON file of option values (keys: long option names); flags given on the command line override it. A run folder's config.json works too.");
-    t->add_flag("--cache", cache, "keep decoded images in memory (small datasets)");
-    t->add_option("--bad-files", bad_files, "unusable image files: skip (listed) or error")
-        ->check(CLI::IsMember({"skip", "error"}))
-        ->capture_default_str();
-    t->add_option("--train-fraction", train_fraction, "share of each class used for training when the folder has no train/ and val/")
-        ->check(CLI::Range(0.01, 0.99))
-        ->capture_default_str();
-    t->add_option("--split-seed", split_seed, "seed of that split");
     auto* dist = "distributed training (docs/distributed.md)";
     t->add_option("--nproc", nproc, "start this many worker processes on this machine, training data-parallel "
                   "(each with --threads, default cores / nproc)")->check(CLI::Range(1, 1024))->group(dist)->capture_default_str();
@@ -110,6 +90,8 @@ class Train : public Command {
                   "start from these weights: a PyTorch state dict file (torchvision's, the reference's, "
                   "this library's) or a run's best.pt; what does not fit (SE blocks, another classifier) "
                   "stays as initialised and is listed");
+    // Every DataOptions option (image size, augmentation, loader, split), from its schema.
+    data_flags_ = std::make_unique<OptionFlags<DataOptions>>(t, DataOptions(), "Data");
     // Every DenseNetOptions option but the class count (the folder's), from its schema.
     model_flags_ = std::make_unique<OptionFlags<DenseNetOptions>>(
         t, DenseNetOptions::preset(preset), "Model (defaults: --preset's; densenet_bc_40_k12 shown)",
@@ -161,6 +143,8 @@ class Train : public Command {
       options.run_dir("runs/" + preset);
     }
     options.validate();
+    auto data_options = data_flags_->apply(DataOptions());
+    data_options.validate();
     if (data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA)");
     // The architecture first: an impossible one is reported before the data are scanned.
     auto model_options = model_flags_->apply(DenseNetOptions::preset(preset));
@@ -219,57 +203,19 @@ class Train : public Command {
       if (options.threads() == 0) {
         options.threads(std::max(1, hardware_threads() / static_cast<int>(env.local_world_size)));
       }
-      if (workers == 0) workers = options.threads();
+      if (data_options.workers() == 0) data_options.workers(options.threads());
       if (options.device() == "cuda") options.device("cuda:" + std::to_string(env.local_rank));
     }
 
     set_num_threads(options.threads());
     keep_freed_memory();  // no page faults for every step's activations
 
-    // Data.
-    auto folder_options = data::ImageFolderOptions()
-                              .train_fraction(train_fraction)
-                              .split_seed(split_seed)
-                              .on_bad_file(data::bad_file_policy_from_string(bad_files));
-    auto splits = data::ImageFolder::split(data_dir, folder_options);
-    fmt::print("data: {} ({})\n  train: {}\n  test:  {}\n", data_dir,
-               splits.predefined ? "train/ and test/ folders" : "stratified split",
-               splits.train.describe(), splits.test.describe());
-    splits.train.validate(false, static_cast<int>(workers));
-    splits.test.validate(false, static_cast<int>(workers));
-    if (!splits.train.summary().bad.empty() || !splits.test.summary().bad.empty()) {
-      fmt::print("  after checking every file:\n  train: {}\n  test:  {}\n", splits.train.describe(),
-                 splits.test.describe());
-    }
-    const auto& classes = splits.train.classes();
-    io::InputSpec input;
-    input.size = image_size;
-    data::ImageLoader train_loader(splits.train, input.train_transform(augment),
-                                   data::LoaderOptions()
-                                       .batch_size(batch_size)
-                                       .workers(workers)
-                                       .seed(options.seed())
-                                       .cache(cache)
-                                       .pin_memory(options.device() != "cpu"));
-    data::ImageLoader test_loader(splits.test, input.eval_transform(),
-                                  data::LoaderOptions()
-                                      .batch_size(batch_size)
-                                      .workers(workers)
-                                      .shuffle(false)
-                                      .cache(cache)
-                                      .pin_memory(options.device() != "cpu"));
-
-    // Model.
-    model_options.num_classes(static_cast<int64_t>(classes.size()));
-    torch::manual_seed(options.seed());
-    DenseNet net(model_options);
-    std::cout << summary(net, {3, image_size, image_size}) << std::flush;
-
+    Experiment experiment(data_dir, model_options, options, data_options);
     if (!init_weights.empty() && resume.empty()) {
       is_checkpoint_weights(init_weights);  // a missing or damaged file is named first
       io::LoadReport report;
       try {
-        report = io::warm_start(*net, init_weights);
+        report = experiment.warm_start(init_weights);
       } catch (const std::exception& e) {
         throw UsageError(error_message(e) + " (--init-weights; is --preset its architecture?)");
       }
@@ -288,50 +234,28 @@ class Train : public Command {
                        "build of sedensenet has none (install libgloo-dev and rebuild)");
   #endif
     }
-    Trainer trainer(net, options);
-    trainer.set_communicator(communicator);
-    trainer.set_class_names(classes);
-    trainer.set_metadata(io::densenet_metadata(
-        model_options, input,
-        {{"cli", recorded_options(options, model_options)}, {"data", {{"root", fs::absolute(data_dir).string()}}}}));
+    experiment.set_communicator(communicator);
+    experiment.add_metadata({{"cli", recorded_options(options, model_options, data_options)}});
+    auto& trainer = experiment.trainer();
     if (!resume.empty()) {
-      trainer.resume(resume);
+      experiment.resume();
       fmt::print("resuming {} after epoch {} of {}\n", resume, trainer.completed_epochs(), options.epochs());
-    }
-    ProgressPrinter progress;
-    progress.attach(trainer);
-    if (env.distributed()) {
-      train_loader.set_shard(env.rank, env.world_size);  // as fit() will: this rank's share
-      fmt::print("training: {} epochs on {} processes, {} steps per epoch of {} x {} = {} images, {} "
-                 "threads each, run folder {}\n",
-                 options.epochs(), env.world_size, train_loader.batches_per_epoch(), env.world_size,
-                 batch_size, env.world_size * batch_size, at::get_num_threads(), options.run_dir());
-    } else {
-      fmt::print("training: {} epochs, {} batches of {} per epoch, {} threads, run folder {}\n",
-                 options.epochs(), train_loader.batches_per_epoch(), batch_size, at::get_num_threads(),
-                 options.run_dir());
     }
     std::fflush(stdout);
 
     g_trainer = &trainer;
     std::signal(SIGINT, on_signal);
     std::signal(SIGTERM, on_signal);
-    ImageLoaderSource train_source(train_loader), test_source(test_loader);
-    auto result = trainer.fit(train_source, &test_source);
+    auto result = experiment.fit();
     g_trainer = nullptr;
     std::signal(SIGINT, SIG_DFL);
     std::signal(SIGTERM, SIG_DFL);
 
-    for (const auto* loader : {&train_loader, &test_loader}) {
-      for (const auto& bad : loader->bad_files()) {
-        fmt::print("skipped unusable file {}: {}\n", bad.path, bad.reason);
-      }
-    }
     if (result.interrupted) {
       const auto position =
           trainer.batches_into_epoch() > 0
               ? fmt::format("epoch {} and {} of {} batches of epoch {}", trainer.completed_epochs(),
-                            trainer.batches_into_epoch(), train_loader.batches_per_epoch(),
+                            trainer.batches_into_epoch(), experiment.train_loader().batches_per_epoch(),
                             trainer.completed_epochs() + 1)
               : fmt::format("epoch {}", trainer.completed_epochs());
       fmt::print("\ninterrupted: {} holds {}. Continue with:\n  sedensenet train --resume {}\n",
@@ -351,31 +275,22 @@ class Train : public Command {
  private:
   /// What config.json records under metadata.cli: every option of this command by its key, so
   /// that --resume and --config give them back.
-  json recorded_options(const TrainerOptions& options, const DenseNetOptions& model) const {
+  json recorded_options(const TrainerOptions& options, const DenseNetOptions& model,
+                        const DataOptions& data) const {
     json j = options.to_json();
     j.update(io::to_json(model));
     j.erase("num_classes");  // the folder's
-    j.update({{"data", data_dir}, {"preset", preset}, {"recipe", recipe}, {"batch_size", batch_size},
-              {"image_size", image_size}, {"augment", augment}, {"workers", workers},
-              {"cache", cache}, {"bad_files", bad_files}, {"train_fraction", train_fraction},
-              {"split_seed", split_seed}, {"init_weights", init_weights}});
+    j.update(data.to_json());
+    j.update({{"data", data_dir}, {"preset", preset}, {"recipe", recipe}, {"init_weights", init_weights}});
     return j;
   }
 
   std::string data_dir;
   std::string preset = "densenet_bc_40_k12";
   std::string recipe = "recommended";
-  int64_t batch_size = 64;
-  int64_t image_size = 32;
-  std::string augment = "reference";
-  int64_t workers = 0;
   std::string resume;
   std::string config;
-  bool cache = false;
-  std::string bad_files = "skip";
   std::string init_weights;
-  double train_fraction = 0.8;
-  uint64_t split_seed = 0;
   // Distributed training (not recorded in config.json: a run may resume on another layout).
   int64_t nproc = 1;
   int64_t nnodes = 1;
@@ -384,6 +299,7 @@ class Train : public Command {
   int master_port = 0;
   std::string dist_backend = "auto";
   double dist_timeout = 300;
+  std::unique_ptr<OptionFlags<DataOptions>> data_flags_;
   std::unique_ptr<OptionFlags<TrainerOptions>> trainer_flags_;
   std::unique_ptr<OptionFlags<DenseNetOptions>> model_flags_;
 };

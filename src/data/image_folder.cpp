@@ -2,12 +2,6 @@
 
 namespace sedensenet::data {
 
-BadFilePolicy bad_file_policy_from_string(const std::string& name) {
-  if (name == "skip") return BadFilePolicy::skip;
-  if (name == "error") return BadFilePolicy::error;
-  TORCH_CHECK(false, "unknown bad-file policy '", name, "': expected skip or error");
-}
-
 const std::set<std::string>& image_extensions() {
   static const std::set<std::string> extensions = {".jpg", ".jpeg", ".png", ".bmp",
                                                    ".tga", ".gif",  ".pnm", ".ppm",

@@ -39,8 +39,9 @@ enum class BadFilePolicy {
   error,  ///< stop at the first one, naming the file
 };
 
-/// Parses "skip" or "error".
-BadFilePolicy bad_file_policy_from_string(const std::string& name);
+/// "skip" or "error" (option schemas, config files).
+inline const char* to_string(BadFilePolicy policy) { return policy == BadFilePolicy::skip ? "skip" : "error"; }
+inline std::vector<BadFilePolicy> enum_values(BadFilePolicy) { return {BadFilePolicy::skip, BadFilePolicy::error}; }
 
 /// Options of `ImageFolder`.
 struct ImageFolderOptions {

@@ -1,0 +1,119 @@
+// Experiment (an image folder to a run folder in one call) and DataOptions (its schema).
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "sedensenet/io/files.hpp"
+#include "sedensenet/io/trained_model.hpp"
+#include "sedensenet/train.hpp"
+#include "support/image_tree.hpp"
+#include "support/python.hpp"
+
+using namespace sedensenet;
+namespace fs = std::filesystem;
+
+TEST_CASE("DataOptions: one schema gives JSON, defaults and checks that name the option",
+          "[experiment][options]") {
+  const auto defaults = DataOptions().to_json();
+  CHECK(defaults == nlohmann::json{{"image_size", 32},   {"augment", "reference"}, {"batch_size", 64},
+                                   {"workers", 0},       {"cache", false},         {"bad_files", "skip"},
+                                   {"train_fraction", 0.8}, {"split_seed", 0}});
+  auto changed = DataOptions().image_size(64).augment("strong").bad_files(data::BadFilePolicy::error).split_seed(7);
+  CHECK(DataOptions::from_json(changed.to_json()).to_json() == changed.to_json());
+  CHECK(DataOptions::from_json({{"batch_size", 16}}).batch_size() == 16);
+  CHECK(DataOptions::from_json({{"batch_size", 16}}).image_size() == 32);  // the rest: defaults
+
+  CHECK_THROWS_WITH(DataOptions::from_json({{"batchsize", 16}}), Catch::Contains("unknown key 'batchsize'"));
+  CHECK_THROWS_WITH(DataOptions::from_json({{"bad_files", "ignore"}}),
+                    Catch::Contains("'bad_files' must be skip or error"));
+  CHECK_THROWS_WITH(DataOptions().image_size(4).validate(),
+                    Catch::Contains("image_size must be in [8, 4096], got 4"));
+  CHECK_THROWS_WITH(DataOptions().train_fraction(1.0).validate(), Catch::Contains("train_fraction"));
+  CHECK_THROWS_WITH(DataOptions().augment("heavy").validate(),
+                    Catch::Contains("augment must be one of none, flip, reference, strong, got 'heavy'"));
+  CHECK_NOTHROW(DataOptions().validate());
+
+  const auto loader = DataOptions().batch_size(16).workers(2).cache(true).loader_options(true, 5);
+  CHECK(loader.batch_size() == 16);
+  CHECK(loader.workers() == 2);
+  CHECK(loader.cache());
+  CHECK(loader.shuffle());
+  CHECK(loader.seed() == 5);
+  CHECK_FALSE(DataOptions().loader_options(false).shuffle());
+  const auto folder = DataOptions().train_fraction(0.5).split_seed(3).folder_options();
+  CHECK(folder.train_fraction() == 0.5);
+  CHECK(folder.split_seed() == 3);
+  CHECK(DataOptions().image_size(48).input().size == 48);
+}
+
+TEST_CASE("Experiment sets up data, model and trainer from a folder, trains, and records its metadata",
+          "[experiment]") {
+  test::TempDir dir;
+  const auto root = dir.path() / "photos";
+  // Three classes of flat colours (distinct per class), 10, 10 and 15 images.
+  test::make_image_tree(root, {"cats", "dogs", "owls"}, {10, 10, 15}, 12);
+  const auto run = dir.path() / "run";
+  std::FILE* log = std::tmpfile();
+  REQUIRE(log != nullptr);
+
+  Experiment experiment(root, DenseNetOptions::densenet_bc(10, 4),
+                        TrainerOptions().epochs(2).threads(2).lr(1e-3).run_dir(run.string()),
+                        DataOptions().image_size(16).batch_size(8).workers(1).train_fraction(0.6), log);
+  CHECK(experiment.classes() == std::vector<std::string>{"cats", "dogs", "owls"});
+  CHECK_FALSE(experiment.splits().predefined);
+  // The stratified split: 6 + 6 + 9 for training, the rest for testing.
+  CHECK(experiment.splits().train.size().value() == 21);
+  CHECK(experiment.splits().test.size().value() == 14);
+  CHECK(experiment.train_loader().batches_per_epoch() == 3);
+  CHECK(experiment.input().size == 16);
+  {
+    torch::NoGradGuard no_grad;
+    experiment.model()->eval();
+    CHECK(experiment.model()->forward(torch::zeros({1, 3, 16, 16})).sizes() == torch::IntArrayRef{1, 3});
+  }
+
+  experiment.add_metadata({{"note", "from the test"}});
+  CHECK_THROWS_WITH(experiment.add_metadata({{"data", 1}}), Catch::Contains("'data' is recorded by the experiment"));
+
+  auto result = experiment.fit();
+  CHECK(result.best_epoch >= 1);
+  CHECK(experiment.trainer().history().epochs().size() == 2);
+
+  // The checkpoint describes itself: classes, input, model, the data options and the folder.
+  auto trained = io::load_trained_model(run / "best.pt");
+  CHECK(trained.classes == experiment.classes());
+  CHECK(trained.input.size == 16);
+  CHECK(trained.options.num_classes() == 3);
+  const auto metadata = trained.state.at("metadata");
+  CHECK(metadata.at("note") == "from the test");
+  CHECK(metadata.at("data").at("root") == fs::absolute(root).string());
+  CHECK(metadata.at("data").at("train_fraction") == 0.6);
+  CHECK(metadata.at("data").at("batch_size") == 8);
+  CHECK(metadata.at("data").at("predefined_split") == false);
+
+  // What it printed: the folder, the model, the plan.
+  std::rewind(log);
+  std::string text;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
+  std::fclose(log);
+  CHECK_THAT(text, Catch::Contains("data: " + root.string() + " (stratified split)"));
+  CHECK_THAT(text, Catch::Contains("training: 2 epochs, 3 batches of 8 per epoch"));
+  CHECK_THAT(text, Catch::Contains("run folder " + run.string()));
+}
+
+TEST_CASE("Experiment checks its options before it reads the folder", "[experiment]") {
+  test::TempDir dir;
+  // The folder does not exist: an invalid option must still be what is reported.
+  CHECK_THROWS_WITH(Experiment(dir.path() / "missing", DenseNetOptions::densenet_bc(10, 4), TrainerOptions(),
+                               DataOptions().augment("heavy"), nullptr),
+                    Catch::Contains("augment must be one of"));
+  CHECK_THROWS_WITH(Experiment(dir.path() / "missing", DenseNetOptions::densenet_bc(10, 4),
+                               TrainerOptions().epochs(0), DataOptions(), nullptr),
+                    Catch::Contains("epochs must be"));
+}
