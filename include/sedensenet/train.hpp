@@ -1,7 +1,8 @@
 #pragma once
 /// \file
-/// Training: `Experiment` (an image folder to a run folder in one call), options, the Trainer and its parts (optimizer factory, run state, run folder,
-/// data parallelism), metrics, history, progress output.
+/// Training: `Experiment` (an image folder to a run folder in one call), the options, the
+/// Trainer and its parts (optimizer factory, run state, run folder, data parallelism), metrics,
+/// history, progress output.
 
 #include "sedensenet/train/data_options.hpp"
 #include "sedensenet/train/data_parallel.hpp"
