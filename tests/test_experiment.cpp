@@ -94,7 +94,14 @@ TEST_CASE("Experiment sets up data, model and trainer from a folder, trains, and
   CHECK(metadata.at("data").at("root") == fs::absolute(root).string());
   CHECK(metadata.at("data").at("train_fraction") == 0.6);
   CHECK(metadata.at("data").at("batch_size") == 8);
-  CHECK(metadata.at("data").at("predefined_split") == false);
+  const auto split = data::SplitRecord::from_json(metadata.at("data").at("split"));
+  CHECK_FALSE(split.predefined);
+  CHECK(split.train_fraction == 0.6);
+  CHECK(split.train_files == 21);
+  CHECK(split.test_files == 14);
+  // Splitting the folder again with the record's options gives the same sides.
+  CHECK(split.matches(data::ImageFolder::split(root, split.folder_options())));
+  CHECK_FALSE(split.matches(data::ImageFolder::split(root, split.folder_options().split_seed(1))));
 
   // What it printed: the folder, the model, the plan.
   std::rewind(log);

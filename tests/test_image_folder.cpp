@@ -8,6 +8,7 @@
 #include <set>
 
 #include "sedensenet/data/image_folder.hpp"
+#include "sedensenet/data/split_record.hpp"
 #include "support/image_tree.hpp"
 #include "support/python.hpp"
 
@@ -152,4 +153,31 @@ TEST_CASE("validate: skip lists bad files, error stops at the first, empty class
     REQUIRE_THROWS_WITH(folder.validate(), Contains("class 'b'") && Contains("no usable images") &&
                                                Contains("after removing"));
   }
+}
+
+TEST_CASE("SplitRecord recognises the same split of the same files, and nothing else",
+          "[image_folder][split]") {
+  sedensenet::test::TempDir dir;
+  const auto root = dir.path() / "photos";
+  sedensenet::test::make_image_tree(root, {"a", "b"}, {10, 7});
+  const auto options = ImageFolderOptions().train_fraction(0.7).split_seed(4);
+  const auto record = SplitRecord::of(ImageFolder::split(root, options));
+  CHECK(record.train_files + record.test_files == 17);
+  CHECK(record.train_digest.size() == 8);
+  CHECK(record.train_digest != record.test_digest);
+
+  // JSON round trip; a damaged record names what is wrong.
+  const auto again = SplitRecord::from_json(record.to_json());
+  CHECK(again.to_json() == record.to_json());
+  auto damaged = record.to_json();
+  damaged.erase("test_digest");
+  CHECK_THROWS_WITH(SplitRecord::from_json(damaged), Catch::Contains("'test_digest' is missing"));
+
+  CHECK(record.matches(ImageFolder::split(root, record.folder_options())));
+  // The folder moved: relative paths, so still the same split.
+  fs::rename(root, dir.path() / "moved");
+  CHECK(record.matches(ImageFolder::split(dir.path() / "moved", record.folder_options())));
+  // One more image changes the split's files: not the recorded split any more.
+  sedensenet::test::make_image_tree(dir.path() / "moved", {"a"}, {11});
+  CHECK_FALSE(record.matches(ImageFolder::split(dir.path() / "moved", record.folder_options())));
 }

@@ -445,3 +445,44 @@ TEST_CASE("Resume works for a module that is not Cloneable, with best.pt present
   CHECK(trainer.completed_epochs() == 1);
   CHECK(same_parameters(*again, *first));  // the weights after epoch 1 (last.pt)
 }
+
+TEST_CASE("A run folder holding a run is kept: refused unless resumed or overwrite is set",
+          "[trainer][files][errors]") {
+  auto [train_x, train_y] = quadrant_task(64, 3);
+  TensorSource train(train_x, train_y, 32, true, 1);
+  test::TempDir dir;
+  const auto options = TrainerOptions().epochs(1).threads(2).run_dir(dir.path().string());
+  Trainer first(tiny_net(), options);
+  first.fit(train);
+  const auto best = io::read_text_file(dir / "best.pt");
+  // The same trainer may go on writing it (a second fit continues the run).
+  CHECK_NOTHROW(first.fit(train));
+
+  // Another run into it: refused, naming the folder and the ways out, and nothing changes.
+  Trainer second(tiny_net(), options);
+  CHECK_THROWS_WITH(second.fit(train), Contains("run folder " + dir.path().string() + " already holds a run (last.pt, best.pt") &&
+                                           Contains("resume") && Contains("overwrite"));
+  CHECK(io::read_text_file(dir / "best.pt") == best);
+  CHECK(RunFolder(dir.path()).run_files() == std::vector<std::string>{"last.pt", "best.pt", "history.csv", "history.jsonl",
+                                                                      "loss.svg", "accuracy.svg", "lr.svg"});
+
+  // A resumed run continues it.
+  Trainer resumed(tiny_net(), TrainerOptions(options).epochs(2));
+  resumed.resume(dir.path());
+  CHECK_NOTHROW(resumed.fit(train));
+
+  // overwrite: the run's files are replaced (a stale one deleted), other files stay.
+  std::ofstream(dir / "notes.txt") << "mine";
+  std::ofstream(dir / "confusion_matrix.svg") << "stale";
+  Trainer replacing(tiny_net(), TrainerOptions(options).overwrite(true));
+  replacing.fit(train);  // no test source: no metrics or confusion matrix are written
+  CHECK(replacing.history().epochs().size() == 1);
+  CHECK_FALSE(fs::exists(dir / "confusion_matrix.svg"));
+  CHECK(fs::exists(dir / "notes.txt"));
+
+  // A folder with only config.json (a run stopped before its first epoch) holds nothing to keep.
+  test::TempDir started;
+  std::ofstream(started / "config.json") << "{}";
+  CHECK(RunFolder(started.path()).run_files().empty());
+  CHECK_NOTHROW(Trainer(tiny_net(), TrainerOptions(options).run_dir(started.path().string())).fit(train));
+}

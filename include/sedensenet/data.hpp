@@ -10,4 +10,5 @@
 #include "sedensenet/data/image_folder.hpp"
 #include "sedensenet/data/loader.hpp"
 #include "sedensenet/data/rng.hpp"
+#include "sedensenet/data/split_record.hpp"
 #include "sedensenet/data/transforms.hpp"

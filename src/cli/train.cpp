@@ -3,6 +3,7 @@
 // (TrainerOptions::fields); the flags here are the data, the model and the process layout.
 #include <sedensenet/io/trained_model.hpp>
 #include <sedensenet/train/experiment.hpp>
+#include <sedensenet/train/run_folder.hpp>
 #include <sedensenet/util/allocator.hpp>
 #include <sedensenet/util/errors.hpp>
 #include <sedensenet/util/threads.hpp>
@@ -51,6 +52,13 @@ extern "C" void on_signal(int signal) {
     [[maybe_unused]] auto ignored = ::write(STDERR_FILENO, message, sizeof message - 1);
   }
   if (auto* trainer = g_trainer.load()) trainer->request_stop();
+}
+
+/// `base` if it holds no run, else the first of base-2, base-3, ... that holds none.
+std::string unused_run_dir(const std::string& base) {
+  std::string dir = base;
+  for (int n = 2; !RunFolder(dir).run_files().empty(); ++n) dir = base + "-" + std::to_string(n);
+  return dir;
 }
 
 class Train : public Command {
@@ -105,7 +113,8 @@ class Train : public Command {
                                                         {"cutmix_alpha", {"--cutmix"}},
                                                         {"early_stopping_patience", {"--early-stopping"}}});
     t->get_option("--seed")->description("seed of initialisation, data order, augmentation, dropout and MixUp/CutMix");
-    t->get_option("--run-dir")->description("run folder for config, history, checkpoints, metrics and plots (default: runs/<preset>)");
+    t->get_option("--run-dir")->description("run folder for config, history, checkpoints, metrics and plots (default: runs/<preset>, or "
+        "runs/<preset>-2, -3, ... when that holds a run); one holding a run is refused without --resume or --overwrite");
     t->get_option("--run-dir")->default_str("");
     return t;
   }
@@ -123,14 +132,14 @@ class Train : public Command {
       if (!saved.contains("metadata") || !saved["metadata"].contains("cli")) {
         throw UsageError(config.string() + " was not written by `sedensenet train`");
       }
-      apply_json_defaults(command, saved["metadata"]["cli"], config.string(), {"run_dir"});
+      apply_json_defaults(command, saved["metadata"]["cli"], config.string(), {"run_dir", "overwrite"});
     } else if (!config.empty()) {
       auto values = read_json_file(config);
       // A run folder's config.json: take the options it recorded.
       if (values.contains("metadata") && values["metadata"].contains("cli")) {
         values = values["metadata"]["cli"];
       }
-      apply_json_defaults(command, values, config, {"run_dir"});
+      apply_json_defaults(command, values, config, {"run_dir", "overwrite"});
     }
     // Optimisation options: the recipe, then every option given on the command line or in a
     // config file.
@@ -140,7 +149,11 @@ class Train : public Command {
     if (!resume.empty()) {
       options.run_dir(resume);
     } else if (options.run_dir().empty()) {
-      options.run_dir("runs/" + preset);
+      options.run_dir(unused_run_dir("runs/" + preset));
+    } else if (const auto files = RunFolder(options.run_dir()).run_files(); !files.empty() && !options.overwrite()) {
+      throw UsageError("--run-dir " + options.run_dir() + " already holds a run (" + files.front() +
+                       (files.size() > 1 ? ", ..." : "") + "): continue it with --resume " + options.run_dir() +
+                       ", choose another --run-dir, or add --overwrite to replace it");
     }
     options.validate();
     auto data_options = data_flags_->apply(DataOptions());

@@ -7,6 +7,7 @@
 
 #include "sedensenet/nn/summary.hpp"
 #include "sedensenet/data/batch_source.hpp"
+#include "sedensenet/data/split_record.hpp"
 #include "sedensenet/train/progress.hpp"
 
 namespace sedensenet {
@@ -29,6 +30,7 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
       splits_(data::ImageFolder::split(data_dir_, data_.folder_options())),
       input_(data_.input()),
       model_options_(std::move(model)) {
+  const auto split = data::SplitRecord::of(splits_);  // before unusable files are removed
   std::ostringstream found;
   found << "data: " << data_dir_.string() << " ("
         << (splits_.predefined ? "train/ and test/ folders" : "stratified split") << ")\n  train: "
@@ -58,7 +60,7 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
   trainer_->set_class_names(classes());
   nlohmann::json data_record = data_.to_json();
   data_record["root"] = std::filesystem::absolute(data_dir_).string();
-  data_record["predefined_split"] = splits_.predefined;
+  data_record["split"] = split.to_json();
   metadata_ = io::densenet_metadata(model_, input_, {{"data", data_record}});
   trainer_->set_metadata(metadata_);
   if (log_ != nullptr) {

@@ -7,6 +7,28 @@
 
 namespace sedensenet {
 
+const std::vector<std::string>& RunFolder::file_names() {
+  static const std::vector<std::string> names = {
+      "config.json",  "last.pt",          "best.pt",  "history.csv",         "history.jsonl",
+      "loss.svg",     "accuracy.svg",     "lr.svg",   "metrics.json",        "confusion_matrix.json",
+      "confusion_matrix.csv", "confusion_matrix.svg"};
+  return names;
+}
+
+std::vector<std::string> RunFolder::run_files() const {
+  // config.json alone is a run stopped before its first epoch: nothing to lose.
+  std::vector<std::string> present;
+  std::error_code error;
+  for (const auto& name : file_names()) {
+    if (name != "config.json" && std::filesystem::exists(dir_ / name, error)) present.push_back(name);
+  }
+  return present;
+}
+
+void RunFolder::clear() const {
+  for (const auto& name : file_names()) std::filesystem::remove(dir_ / name);
+}
+
 void RunFolder::prepare() const {
   std::filesystem::create_directories(dir_);
   io::remove_stale_temporaries(dir_);

@@ -60,6 +60,21 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
   const std::optional<RunFolder> folder =
       options_.run_dir().empty() ? std::nullopt : std::optional<RunFolder>(RunFolder(options_.run_dir()));
   const bool writes = folder && rank() == 0;
+  if (writes && !resumed_ && !fitted_) {
+    // A run folder is never overwritten unasked.
+    if (const auto files = folder->run_files(); !files.empty()) {
+      if (!options_.overwrite()) {
+        std::string names;
+        for (size_t i = 0; i < files.size() && i < 3; ++i) names += (i ? ", " : "") + files[i];
+        throw TrainingError("run folder " + folder->path().string() + " already holds a run (" + names +
+                            (files.size() > 3 ? ", ..." : "") +
+                            "): continue it with resume (sedensenet train --resume " + folder->path().string() +
+                            "), choose another run folder, or set overwrite (--overwrite) to replace it");
+      }
+      folder->clear();
+    }
+  }
+  fitted_ = true;
   if (writes) {
     folder->prepare();
     write_config(folder->path());

@@ -54,6 +54,24 @@ for f in config.json history.csv history.jsonl best.pt last.pt metrics.json conf
 done
 [ "$(wc -l < "$work/run/history.csv")" -eq 3 ] || fail "history.csv should have a header and 2 rows"
 
+# A run folder is never overwritten unasked: the same --run-dir again is refused (the first run
+# intact), --overwrite replaces it, and without --run-dir each run gets a folder of its own.
+cp "$work/run/best.pt" "$work/first-best.pt"
+expect_error "same --run-dir again" "already holds a run" "$tool" train "$data" "${common[@]}" --epochs 1 --run-dir "$work/run"
+contains "$work/out.txt" "--resume $work/run"
+contains "$work/out.txt" "--overwrite"
+cmp -s "$work/run/best.pt" "$work/first-best.pt" || fail "a refused run changed the first run's best.pt"
+[ "$(wc -l < "$work/run/history.csv")" -eq 3 ] || fail "a refused run changed the first run's history"
+mkdir -p "$work/cwd"
+(cd "$work/cwd" && "$tool" train "$data" "${common[@]}" --epochs 1 > "$work/out.txt" 2>&1 &&
+  "$tool" train "$data" "${common[@]}" --epochs 1 > "$work/out2.txt" 2>&1) || fail "two runs without --run-dir"
+contains "$work/out.txt" "run folder runs/densenet_bc_10_k4"
+contains "$work/out2.txt" "run folder runs/densenet_bc_10_k4-2"
+[ -s "$work/cwd/runs/densenet_bc_10_k4/best.pt" ] && [ -s "$work/cwd/runs/densenet_bc_10_k4-2/best.pt" ] ||
+  fail "the second run without --run-dir did not keep the first"
+expect_ok "--overwrite" "$tool" train "$data" "${common[@]}" --epochs 2 --overwrite --run-dir "$work/cwd/runs/densenet_bc_10_k4-2"
+[ "$(wc -l < "$work/cwd/runs/densenet_bc_10_k4-2/history.csv")" -eq 3 ] || fail "--overwrite did not replace the run"
+
 # resume: extend the run to 3 epochs from its config.json alone.
 expect_ok "resume" "$tool" train --resume "$work/run" --epochs 3
 contains "$work/out.txt" "resuming"
@@ -123,6 +141,30 @@ contains "$work/out.txt" "accuracy"
 contains "$work/out.txt" "confusion matrix"
 python3 -c "import json,sys; d=json.load(open('$work/eval.json')); assert len(d['matrix'])==10 and 'macro_f1' in d" \
   || fail "evaluate --output JSON"
+
+# evaluate on a folder without train/ and test/ sides scores the images the run held out (the
+# checkpoint records the split); --all scores every image, saying that training images are in.
+cp -r "$data/train" "$work/own"
+expect_ok "train on a folder without sides" "$tool" train "$work/own" "${common[@]}" --epochs 1 \
+  --train-fraction 0.75 --run-dir "$work/run-own"
+expect_ok "evaluate: the held-out images" "$tool" evaluate --weights "$work/run-own/best.pt" "$work/own" --threads 2
+held_out=$(sed -n 's/^scoring the \([0-9]*\) images the run held out.*/\1/p' "$work/out.txt")
+scored=$(sed -n 's/^.*: \([0-9]*\) images, loss.*/\1/p' "$work/out.txt")
+total=$(find "$work/own" -name '*.png' | wc -l)
+[[ -n $held_out && $held_out == "$scored" && $held_out -lt $total && $held_out -gt 0 ]] ||
+  fail "evaluate did not score the held-out images only (held out '$held_out', scored '$scored' of $total)"
+expect_ok "evaluate --all" "$tool" evaluate --weights "$work/run-own/best.pt" "$work/own" --all --threads 2
+contains "$work/out.txt" "--all: scoring all $total images of $work/own, $((total - held_out)) of them images the model trained on"
+contains "$work/out.txt" ": $total images, loss"
+mv "$work/own" "$work/own-moved"
+expect_ok "evaluate: the folder moved" "$tool" evaluate --weights "$work/run-own/best.pt" "$work/own-moved" --threads 2
+contains "$work/out.txt" "scoring the $held_out images the run held out"
+mv "$work/own-moved" "$work/own"
+cp "$(find "$work/own/Bag" -name '*.png' | head -1)" "$work/own/Bag/zz_new.png"
+expect_error "evaluate: the folder changed" "has changed since" "$tool" evaluate --weights "$work/run-own/best.pt" "$work/own" --threads 2
+contains "$work/out.txt" "--all"
+expect_ok "evaluate: another folder" "$tool" evaluate --weights "$work/run-own/best.pt" "$data/test" --threads 2
+contains "$work/out.txt" "is not the folder"
 
 # predict: text and JSON, files and folders.
 img=$(find "$data/test" -name '*.png' | sort | head -1)

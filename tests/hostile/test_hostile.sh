@@ -100,7 +100,7 @@ run train "$data" --config "$work/workers.json" --run-dir "$work/run/r"
 checks=$((checks + 1))
 start=$(date +%s)
 run train "$hostile/loops" --preset densenet_bc_10_k4 --image-size 8 --epochs 1 --threads 1 \
-  --workers 1 --train-fraction 0.5 --run-dir "$work/run/r"
+  --workers 1 --train-fraction 0.5 --run-dir "$work/run/loops"
 elapsed=$(( $(date +%s) - start ))
 [[ $code -eq 0 && $elapsed -lt 60 ]] || fail "symlink loops: exit $code after ${elapsed}s: $(printf '%s' "$out" | tail -n 3)"
 

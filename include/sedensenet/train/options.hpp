@@ -135,6 +135,9 @@ struct TrainerOptions {
   TORCH_ARG(uint64_t, seed) = 0;
   /// Run folder (config.json, history, checkpoints, metrics, plots); empty = write nothing.
   TORCH_ARG(std::string, run_dir) = "";
+  /// Replace the run that run_dir already holds. Without it, `fit` refuses a run folder holding
+  /// another run's files (config.json, checkpoints, history) unless the run was resumed from it.
+  TORCH_ARG(bool, overwrite) = false;
 
  public:
   /// The recipe this library recommends for training from scratch: AdamW with lr 2e-3, weight
@@ -192,6 +195,7 @@ struct TrainerOptions {
     visit("bf16", &T::bf16_, "bfloat16 autocast for the forward pass (CUDA only)", any());
     visit("seed", &T::seed_, "seed of dropout, MixUp/CutMix and anything else random in training", any());
     visit("run_dir", &T::run_dir_, "run folder (empty: write nothing)", any());
+    visit("overwrite", &T::overwrite_, "replace the run the run folder already holds (its checkpoints and history are deleted)", any());
   }
 
   /// Throws, naming the option, its value and the valid range, if any option is invalid.

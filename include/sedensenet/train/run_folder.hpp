@@ -26,6 +26,13 @@ class RunFolder {
   /// best.pt: the weights of the best epoch so far.
   std::filesystem::path best_checkpoint() const { return dir_ / "best.pt"; }
 
+  /// The files a run writes here (config.json, checkpoints, history, metrics, plots).
+  static const std::vector<std::string>& file_names();
+  /// The run files present: empty when the folder is missing or holds no run (config.json alone,
+  /// of a run stopped before its first epoch, does not count).
+  std::vector<std::string> run_files() const;
+  /// Deletes the run files (only those: anything else in the folder stays).
+  void clear() const;
   /// Creates the folder and removes temporaries a killed process left behind.
   void prepare() const;
   /// config.json: everything the run was started with.

@@ -146,7 +146,9 @@ class Trainer {
   int64_t batches_into_epoch() const { return state_.batch; }
 
   /// Trains until `options.epochs()` epochs are complete (or early stopping, or request_stop()).
-  /// `test` may be null (then the best model is the last one).
+  /// `test` may be null (then the best model is the last one). A run folder that holds another
+  /// run's files is refused (`TrainingError`) unless this run was resumed from it, an earlier
+  /// `fit` of this trainer wrote it, or `TrainerOptions::overwrite` is set.
   TrainResult fit(BatchSource& train, BatchSource* test = nullptr);
 
   /// Loss, top-1 and top-5 accuracy and the confusion matrix of the model on `source` (eval mode,
@@ -187,6 +189,7 @@ class Trainer {
   torch::Tensor rng_state_;        // the CPU generator's state to continue with (after resume)
   io::NamedTensors best_weights_;  // the best epoch's parameters and buffers (CPU copies)
   bool resumed_ = false;
+  bool fitted_ = false;  // fit ran before: the run folder is this trainer's
 };
 
 }  // namespace sedensenet
