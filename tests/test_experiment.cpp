@@ -22,7 +22,7 @@ TEST_CASE("DataOptions: one schema gives JSON, defaults and checks that name the
   const auto defaults = DataOptions().to_json();
   CHECK(defaults == nlohmann::json{{"image_size", 32},   {"augment", "reference"}, {"batch_size", 64},
                                    {"workers", 0},       {"cache", false},         {"bad_files", "skip"},
-                                   {"train_fraction", 0.8}, {"split_seed", 0}});
+                                   {"train_fraction", 0.8}, {"split_seed", 0}, {"balance", "auto"}});
   auto changed = DataOptions().image_size(64).augment("strong").bad_files(data::BadFilePolicy::error).split_seed(7);
   CHECK(DataOptions::from_json(changed.to_json()).to_json() == changed.to_json());
   CHECK(DataOptions::from_json({{"batch_size", 16}}).batch_size() == 16);
@@ -123,4 +123,47 @@ TEST_CASE("Experiment checks its options before it reads the folder", "[experime
   CHECK_THROWS_WITH(Experiment(dir.path() / "missing", DenseNetOptions::densenet_bc(10, 4),
                                TrainerOptions().epochs(0), DataOptions(), nullptr),
                     Catch::Contains("epochs must be"));
+}
+
+TEST_CASE("Experiment balances unbalanced classes and says so; it questions a small image size",
+          "[experiment][balance]") {
+  test::TempDir dir;
+  const auto root = dir.path() / "icons";
+  test::make_image_tree(root, {"rare", "common"}, {5, 30}, 12);
+  const auto read_log = [](std::FILE* log) {
+    std::rewind(log);
+    std::string text;
+    char buffer[4096];
+    for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
+    std::fclose(log);
+    return text;
+  };
+  const auto model = DenseNetOptions::densenet_bc(10, 4);
+  {
+    std::FILE* log = std::tmpfile();
+    Experiment experiment(root, model, TrainerOptions(), DataOptions().image_size(8).workers(1), log);
+    const auto text = read_log(log);
+    CHECK_THAT(text, Catch::Contains("warning: unbalanced classes: 'rare' has 4 training images, 'common' 24 (1:6.00)"));
+    CHECK_THAT(text, Catch::Contains("balance: class-weighted loss (--balance auto"));
+    // 12-pixel images trained at 8x8.
+    CHECK_THAT(text, Catch::Contains("warning: the images' shorter side is 12 pixels (median), but they are trained at 8x8"));
+    CHECK(experiment.trainer().metadata().at("data").at("balance_used") == "weights");
+  }
+  {
+    std::FILE* log = std::tmpfile();
+    Experiment experiment(root, model, TrainerOptions(),
+                          DataOptions().image_size(12).workers(1).balance(Balance::none), log);
+    const auto text = read_log(log);
+    CHECK_THAT(text, Catch::Contains("--balance weights or sampler keeps the model from ignoring the small classes"));
+    CHECK_THAT(text, !Catch::Contains("balance: class"));
+    CHECK_THAT(text, !Catch::Contains("shorter side"));
+  }
+  {
+    Experiment experiment(root, model, TrainerOptions(),
+                          DataOptions().image_size(12).workers(1).balance(Balance::sampler), nullptr);
+    CHECK(experiment.trainer().metadata().at("data").at("balance_used") == "sampler");
+    int64_t rare = 0;
+    for (auto& batch : experiment.train_loader().epoch(0)) rare += (batch.labels == 1).sum().item<int64_t>();  // common 0, rare 1
+    CHECK(rare > 4);  // 28 draws, each rare with probability 1/2 (never more than 4 unbalanced)
+  }
 }

@@ -266,3 +266,38 @@ TEST_CASE("Sharded loaders together give the batches of one loader with the glob
   }
   CHECK_THROWS_WITH(first.set_shard(2, 2), Contains("outside [0, 2)"));
 }
+
+TEST_CASE("balance_classes draws class-balanced epochs, reproducibly", "[loader][balance]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"rare", "common"}, {5, 45}, 8);
+  ImageFolder folder(dir.path());
+  const auto to_tensor = compose({std::make_shared<ToTensor>()});
+  ImageLoader balanced(folder, to_tensor, LoaderOptions().batch_size(10).workers(2).seed(3).balance_classes(true));
+  ImageLoader plain(folder, to_tensor, LoaderOptions().batch_size(10).workers(2).seed(3));
+  const auto labels_of = [](ImageLoader& loader, int64_t epoch) {
+    std::vector<int64_t> labels, indices;
+    for (auto& batch : loader.epoch(epoch)) {
+      for (int64_t i = 0; i < batch.labels.size(0); ++i) labels.push_back(batch.labels[i].item<int64_t>());
+      indices.insert(indices.end(), batch.indices.begin(), batch.indices.end());
+    }
+    return std::make_pair(labels, indices);
+  };
+  // As many samples as an ordinary epoch; over 4 epochs (200 draws) each class about half.
+  int64_t rare = 0, total = 0;
+  for (int64_t epoch = 0; epoch < 4; ++epoch) {
+    const auto [labels, indices] = labels_of(balanced, epoch);
+    CHECK(labels.size() == 50);
+    rare += std::count(labels.begin(), labels.end(), 1);  // classes in sorted order: common 0, rare 1
+    total += static_cast<int64_t>(labels.size());
+    // Labels match the drawn images.
+    for (size_t i = 0; i < labels.size(); ++i) CHECK(folder.samples()[static_cast<size_t>(indices[i])].label == labels[i]);
+  }
+  CHECK(rare > 70);   // binomial(200, 0.5): 70..130 is beyond 4 standard deviations
+  CHECK(rare < 130);
+  // Without it: every image once, 5 of the rare class per epoch.
+  const auto plain_labels = labels_of(plain, 0).first;
+  CHECK(std::count(plain_labels.begin(), plain_labels.end(), 1) == 5);
+  // The same (seed, epoch) draws the same samples; another epoch others.
+  CHECK(labels_of(balanced, 1).second == labels_of(balanced, 1).second);
+  CHECK(labels_of(balanced, 1).second != labels_of(balanced, 2).second);
+}

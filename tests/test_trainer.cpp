@@ -295,7 +295,7 @@ TEST_CASE("The run folder holds config, history, checkpoints, metrics and plots"
   auto csv = lines(dir / "history.csv");
   REQUIRE(csv.size() == 3);
   CHECK(csv[0] == "epoch,train_loss,train_accuracy,train_top5,test_loss,test_accuracy,test_top5,"
-                  "lr,seconds,images_per_second,train_images");
+                  "lr,seconds,images_per_second,train_images,test_macro_f1");
   CHECK(csv[1].rfind("1,", 0) == 0);
   auto jsonl = lines(dir / "history.jsonl");
   REQUIRE(jsonl.size() == 2);
@@ -485,4 +485,82 @@ TEST_CASE("A run folder holding a run is kept: refused unless resumed or overwri
   std::ofstream(started / "config.json") << "{}";
   CHECK(RunFolder(started.path()).run_files().empty());
   CHECK_NOTHROW(Trainer(tiny_net(), TrainerOptions(options).run_dir(started.path().string())).fit(train));
+}
+
+TEST_CASE("best_metric picks the best epoch by accuracy, macro-F1 or loss; epochs record macro-F1 and recall",
+          "[trainer][best]") {
+  auto [train_x, train_y] = quadrant_task(256, 4);
+  auto [test_x, test_y] = quadrant_task(128, 5);
+  for (const auto metric : {BestMetric::macro_f1, BestMetric::loss}) {
+    INFO(to_string(metric));
+    TensorSource train(train_x, train_y, 32, true, 6);
+    TensorSource test(test_x, test_y, 64, false);
+    auto net = tiny_net();
+    Trainer trainer(net, TrainerOptions().epochs(5).lr(3e-2).threads(2).best_metric(metric));
+    auto result = trainer.fit(train, &test);
+    const auto& epochs = result.history.epochs();
+    size_t best = 0;
+    for (size_t i = 0; i < epochs.size(); ++i) {
+      const bool better = metric == BestMetric::loss ? epochs[i].test_loss < epochs[best].test_loss
+                                                     : epochs[i].test_macro_f1 > epochs[best].test_macro_f1;
+      if (better) best = i;
+    }
+    CHECK(result.best_epoch == static_cast<int64_t>(best) + 1);
+    CHECK(result.best_accuracy == epochs[best].test_accuracy);
+    // The model ends with that epoch's weights: its evaluation gives that epoch's figures.
+    const auto evaluation = trainer.evaluate(test);
+    CHECK(evaluation.loss == Approx(epochs[best].test_loss).epsilon(1e-6));
+    CHECK(evaluation.confusion.macro_f1() == Approx(epochs[best].test_macro_f1));
+    for (const auto& m : epochs) {
+      REQUIRE(m.test_recall.size() == 4);
+      CHECK(m.test_top_class >= 0);
+      CHECK(m.test_top_class < 4);
+      CHECK(m.test_top_class_share >= 0.25 - 1e-9);  // the most predicted class: at least a quarter
+      CHECK(m.test_top_class_share <= 1.0);
+    }
+    // And the history round-trips them.
+    const auto again = History::from_json(result.history.to_json());
+    CHECK(again.epochs().back().test_macro_f1 == epochs.back().test_macro_f1);
+    CHECK(again.epochs().back().test_recall == epochs.back().test_recall);
+  }
+  CHECK(TrainerOptions::recommended().best_metric() == BestMetric::macro_f1);
+  CHECK(TrainerOptions().best_metric() == BestMetric::accuracy);  // the reference's
+}
+
+TEST_CASE("Class weights weight the training loss as PyTorch's weighted cross-entropy", "[trainer][balance]") {
+  CHECK(torch::allclose(class_balance_weights({10, 30}), torch::tensor({2.0f, 40.0f / 60.0f})));
+  CHECK_THROWS_WITH(class_balance_weights({3, 0}), Contains("every class needs images"));
+  auto [x, y] = quadrant_task(64, 8);
+  const auto skew = torch::tensor({4.0f, 0.25f, 0.25f, 0.25f});
+  // One step of plain SGD (no momentum, decay or clipping) on one batch of 64.
+  const auto step = [&](std::optional<torch::Tensor> weights) {
+    torch::manual_seed(1);
+    auto net = tiny_net();
+    Trainer trainer(net, TrainerOptions().epochs(1).threads(2).optimizer(OptimizerKind::sgd).momentum(0).lr(0.1));
+    if (weights) trainer.set_class_weights(*weights);
+    TensorSource source(x, y, 64, false);
+    trainer.fit(source);
+    return net;
+  };
+  auto plain = step(std::nullopt);
+  auto ones = step(torch::ones({4}));
+  auto skewed = step(skew);
+  CHECK(same_parameters(*plain, *ones));  // weights of 1: the plain loss
+  CHECK_FALSE(same_parameters(*plain, *skewed));
+  // The same step by hand with PyTorch's weighted cross-entropy.
+  torch::manual_seed(1);
+  auto manual = tiny_net();
+  manual->train();
+  auto loss = torch::nn::functional::cross_entropy(manual->forward(x), y,
+                                                   torch::nn::functional::CrossEntropyFuncOptions().weight(skew));
+  loss.backward();
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : manual->parameters()) p.sub_(0.1 * p.grad());
+  }
+  auto expected = manual->named_parameters();
+  for (const auto& p : skewed->named_parameters()) {
+    INFO(p.key());
+    CHECK(torch::allclose(p.value(), expected[p.key()], 1e-5, 1e-6));
+  }
 }

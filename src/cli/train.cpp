@@ -277,8 +277,13 @@ class Train : public Command {
       const int signal = g_signal.load();
       return signal != 0 ? 128 + signal : 130;
     }
-    fmt::print("best test accuracy {:.2f}% at epoch {}{}\n", 100 * result.best_accuracy,
-               result.best_epoch, result.early_stopped ? " (early stopping)" : "");
+    double best_f1 = NAN;
+    for (const auto& m : result.history.epochs()) {
+      if (m.epoch == result.best_epoch) best_f1 = m.test_macro_f1;
+    }
+    fmt::print("best epoch {} by {}: test accuracy {:.2f}%, macro-F1 {:.3f}{}\n", result.best_epoch,
+               to_string(options.best_metric()), 100 * result.best_accuracy, best_f1,
+               result.early_stopped ? " (early stopping)" : "");
     fmt::print("run folder {}: best.pt, last.pt, history.csv, metrics.json, confusion_matrix.csv; "
                "plots loss.svg, accuracy.svg, lr.svg, confusion_matrix.svg\n",
                options.run_dir());

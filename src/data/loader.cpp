@@ -85,7 +85,17 @@ auto ImageLoader::epoch_order(int64_t epoch) const -> std::vector<int64_t> {
   for (size_t i = 0; i < bad_.size(); ++i) {
     if (shard_count_ > 1 || !bad_[i]) order.push_back(static_cast<int64_t>(i));
   }
-  if (options_.shuffle()) {
+  if (options_.shuffle() && options_.balance_classes() && !order.empty()) {
+    std::map<int64_t, std::vector<int64_t>> by_class;
+    for (const auto i : order) by_class[dataset_->samples()[static_cast<size_t>(i)].label].push_back(i);
+    std::vector<const std::vector<int64_t>*> classes;
+    for (const auto& entry : by_class) classes.push_back(&entry.second);
+    Rng rng = Rng::for_item(options_.seed(), static_cast<uint64_t>(epoch), 0xba1a);
+    for (auto& slot : order) {
+      const auto& members = *classes[static_cast<size_t>(rng.randint(0, static_cast<int64_t>(classes.size())))];
+      slot = members[static_cast<size_t>(rng.randint(0, static_cast<int64_t>(members.size())))];
+    }
+  } else if (options_.shuffle()) {
     Rng rng = Rng::for_item(options_.seed(), static_cast<uint64_t>(epoch), 0x0def);
     const auto permutation = rng.permutation(static_cast<int64_t>(order.size()));
     std::vector<int64_t> shuffled(order.size());

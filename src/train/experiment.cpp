@@ -7,6 +7,7 @@
 
 #include "sedensenet/nn/summary.hpp"
 #include "sedensenet/data/batch_source.hpp"
+#include "sedensenet/data/image.hpp"
 #include "sedensenet/data/split_record.hpp"
 #include "sedensenet/train/progress.hpp"
 
@@ -44,10 +45,13 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
         "\n  test:  " + splits_.test.describe() + "\n");
   }
 
+  const Balance balance = check_balance();
+  check_image_size();
+
   const bool pin = training.device() != "cpu";
   train_loader_ = std::make_unique<data::ImageLoader>(
       splits_.train, input_.train_transform(data_.augment()),
-      data_.loader_options(true, training.seed()).pin_memory(pin));
+      data_.loader_options(true, training.seed()).pin_memory(pin).balance_classes(balance == Balance::sampler));
   test_loader_ = std::make_unique<data::ImageLoader>(splits_.test, input_.eval_transform(),
                                                      data_.loader_options(false).pin_memory(pin));
 
@@ -58,9 +62,11 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
 
   trainer_ = std::make_unique<Trainer>(model_, std::move(training));
   trainer_->set_class_names(classes());
+  if (balance == Balance::weights) trainer_->set_class_weights(class_balance_weights(class_counts()));
   nlohmann::json data_record = data_.to_json();
   data_record["root"] = std::filesystem::absolute(data_dir_).string();
   data_record["split"] = split.to_json();
+  data_record["balance_used"] = to_string(balance);
   metadata_ = io::densenet_metadata(model_, input_, {{"data", data_record}});
   trainer_->set_metadata(metadata_);
   if (log_ != nullptr) {
@@ -70,6 +76,66 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
 }
 
 Experiment::~Experiment() = default;
+
+std::vector<int64_t> Experiment::class_counts() const {
+  std::vector<int64_t> counts(classes().size(), 0);
+  for (const auto& sample : splits_.train.samples()) ++counts[static_cast<size_t>(sample.label)];
+  return counts;
+}
+
+Balance Experiment::check_balance() const {
+  const auto counts = class_counts();
+  const auto [smallest, largest] = std::minmax_element(counts.begin(), counts.end());
+  const double ratio = static_cast<double>(*largest) / static_cast<double>(std::max<int64_t>(*smallest, 1));
+  Balance balance = data_.balance();
+  if (balance == Balance::automatic) balance = ratio >= 1.5 ? Balance::weights : Balance::none;
+  std::ostringstream os;
+  os.precision(2);
+  if (ratio >= 3) {
+    os << "warning: unbalanced classes: '" << classes()[static_cast<size_t>(smallest - counts.begin())] << "' has "
+       << *smallest << " training images, '" << classes()[static_cast<size_t>(largest - counts.begin())] << "' "
+       << *largest << " (1:" << std::fixed << ratio << ")";
+    if (balance == Balance::none) os << "; --balance weights or sampler keeps the model from ignoring the small classes";
+    os << "\n";
+  }
+  if (balance == Balance::weights) {
+    os << "balance: class-weighted loss (" << (data_.balance() == Balance::automatic ? "--balance auto" : "--balance weights")
+       << "; sampler draws class-balanced epochs instead, none turns it off)\n";
+  } else if (balance == Balance::sampler) {
+    os << "balance: class-balanced epochs (--balance sampler)\n";
+  }
+  say(os.str());
+  return balance;
+}
+
+void Experiment::check_image_size() const {
+  // The median shorter side of up to 64 training images, spread over the folder, from their headers.
+  const auto& samples = splits_.train.samples();
+  const size_t n = std::min<size_t>(64, samples.size());
+  std::vector<int64_t> sides;
+  for (size_t k = 0; k < n; ++k) {
+    const auto& path = samples[k * samples.size() / n].path;
+    try {
+      const auto bytes = data::read_file(path);
+      const auto header = data::read_header(bytes.data(), bytes.size(), path.string());
+      sides.push_back(std::min(header.width, header.height));
+    } catch (const std::exception&) {
+      // unusable files were reported by validate
+    }
+  }
+  if (sides.empty()) return;
+  std::nth_element(sides.begin(), sides.begin() + static_cast<std::ptrdiff_t>(sides.size() / 2), sides.end());
+  const int64_t median = sides[sides.size() / 2];
+  const int64_t size = data_.image_size();
+  if (static_cast<double>(median) >= 1.25 * static_cast<double>(size)) {
+    std::ostringstream os;
+    os << "warning: the images' shorter side is " << median << " pixels (median), but they are trained at " << size
+       << "x" << size << ", losing detail: --image-size " << std::min<int64_t>(median, 224)
+       << (median > 96 ? " with an ImageNet-style preset (--preset densenet121) learns from more of it" : " keeps it")
+       << "\n";
+    say(os.str());
+  }
+}
 
 void Experiment::say(const std::string& text) const {
   if (log_ == nullptr) return;

@@ -12,6 +12,10 @@ auto EpochMetrics::to_json() const -> nlohmann::json {
           {"test_loss", number(test_loss)},
           {"test_accuracy", number(test_accuracy)},
           {"test_top5", number(test_top5)},
+          {"test_macro_f1", number(test_macro_f1)},
+          {"test_recall", test_recall},
+          {"test_top_class", test_top_class},
+          {"test_top_class_share", number(test_top_class_share)},
           {"lr", number(lr)},
           {"seconds", number(seconds)},
           {"images_per_second", number(images_per_second)},
@@ -30,6 +34,12 @@ auto EpochMetrics::from_json(const nlohmann::json& j) -> EpochMetrics {
   m.test_loss = number("test_loss");
   m.test_accuracy = number("test_accuracy");
   m.test_top5 = number("test_top5");
+  m.test_macro_f1 = number("test_macro_f1");  // absent from older histories: NaN
+  if (j.contains("test_recall") && j.at("test_recall").is_array()) {
+    for (const auto& r : j.at("test_recall")) m.test_recall.push_back(r.is_number() ? r.get<double>() : NAN);
+  }
+  m.test_top_class = j.contains("test_top_class") ? util::json_integer<int64_t>(j.at("test_top_class"), "history 'test_top_class'") : -1;
+  m.test_top_class_share = number("test_top_class_share");
   m.lr = number("lr");
   m.seconds = number("seconds");
   m.images_per_second = number("images_per_second");
@@ -40,7 +50,7 @@ auto EpochMetrics::from_json(const nlohmann::json& j) -> EpochMetrics {
 auto History::to_csv() const -> std::string {
   std::ostringstream os;
   os << "epoch,train_loss,train_accuracy,train_top5,test_loss,test_accuracy,test_top5,lr,"
-        "seconds,images_per_second,train_images\n";
+        "seconds,images_per_second,train_images,test_macro_f1\n";
   auto cell = [](double v) {
     if (std::isnan(v)) return std::string();
     char buffer[32];
@@ -51,7 +61,7 @@ auto History::to_csv() const -> std::string {
     os << m.epoch << "," << cell(m.train_loss) << "," << cell(m.train_accuracy) << ","
        << cell(m.train_top5) << "," << cell(m.test_loss) << "," << cell(m.test_accuracy) << ","
        << cell(m.test_top5) << "," << cell(m.lr) << "," << cell(m.seconds) << ","
-       << cell(m.images_per_second) << "," << m.train_images << "\n";
+       << cell(m.images_per_second) << "," << m.train_images << "," << cell(m.test_macro_f1) << "\n";
   }
   return os.str();
 }

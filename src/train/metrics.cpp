@@ -92,7 +92,6 @@ auto ConfusionMatrix::to_json(const std::vector<std::string>& names) const -> nl
     rows.push_back(row);
   }
   j["matrix"] = rows;
-  double macro = 0;
   const auto stats = per_class();
   for (size_t i = 0; i < stats.size(); ++i) {
     const auto name = i < names.size() ? names[i] : std::to_string(i);
@@ -100,11 +99,17 @@ auto ConfusionMatrix::to_json(const std::vector<std::string>& names) const -> nl
                             {"recall", stats[i].recall},
                             {"f1", stats[i].f1},
                             {"support", stats[i].support}};
-    macro += stats[i].f1;
   }
   j["accuracy"] = accuracy();
-  j["macro_f1"] = stats.empty() ? 0.0 : macro / static_cast<double>(stats.size());
+  j["macro_f1"] = macro_f1();
   return j;
+}
+
+auto ConfusionMatrix::macro_f1() const -> double {
+  const auto stats = per_class();
+  double sum = 0;
+  for (const auto& s : stats) sum += s.f1;
+  return stats.empty() ? 0.0 : sum / static_cast<double>(stats.size());
 }
 
 auto ConfusionMatrix::to_csv(const std::vector<std::string>& names) const -> std::string {

@@ -113,15 +113,36 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
       metrics.test_loss = evaluation.loss;
       metrics.test_accuracy = evaluation.accuracy;
       metrics.test_top5 = evaluation.top5;
+      metrics.test_macro_f1 = evaluation.confusion.macro_f1();
+      for (const auto& c : evaluation.confusion.per_class()) metrics.test_recall.push_back(c.recall);
+      const auto predicted = evaluation.confusion.counts().sum(0);
+      if (predicted.numel() > 0 && evaluation.images > 0) {
+        metrics.test_top_class = predicted.argmax().item<int64_t>();
+        metrics.test_top_class_share =
+            static_cast<double>(predicted[metrics.test_top_class].item<int64_t>()) / static_cast<double>(evaluation.images);
+      }
       schedule.observe(evaluation.loss);
     }
     metrics.seconds = parallel_.max({seconds_since(started)}).at(0);  // one history on every rank
     state_.history.add(metrics);
 
-    const double score = test != nullptr ? metrics.test_accuracy : metrics.train_accuracy;
-    const bool improved = std::isnan(state_.best_accuracy) || score > state_.best_accuracy;
+    // The best epoch by options_.best_metric (train accuracy without a test source).
+    const auto score = [&](const EpochMetrics& m) {
+      if (test == nullptr) return m.train_accuracy;
+      switch (options_.best_metric()) {
+        case BestMetric::macro_f1: return m.test_macro_f1;
+        case BestMetric::loss: return -m.test_loss;
+        case BestMetric::accuracy: break;
+      }
+      return m.test_accuracy;
+    };
+    const EpochMetrics* best = nullptr;
+    for (const auto& m : state_.history.epochs()) {
+      if (m.epoch == state_.best_epoch) best = &m;
+    }
+    const bool improved = best == nullptr || std::isnan(score(*best)) || score(metrics) > score(*best);
     if (improved) {
-      state_.best_accuracy = score;
+      state_.best_accuracy = test != nullptr ? metrics.test_accuracy : metrics.train_accuracy;
       state_.best_epoch = metrics.epoch;
       state_.epochs_without_improvement = 0;
       best_weights_ = io::module_tensors(*module_);
@@ -217,7 +238,8 @@ bool Trainer::train_epoch(BatchSource& train, int64_t epoch, LearningRateSchedul
   const int64_t first_batch = batch_index;
   const int64_t images_before = running.count();  // speed counts this session's images only
   double lr = schedule.at(epoch, 0);
-  const auto ce = F::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing());
+  auto ce = F::CrossEntropyFuncOptions().label_smoothing(options_.label_smoothing());
+  if (class_weights_.defined()) ce.weight(class_weights_.to(device_));
   bool stopped = false;
   int64_t classes = 0;
   train.for_each_from(epoch, first_batch, [&](const data::Batch& batch) {

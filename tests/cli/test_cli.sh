@@ -47,7 +47,7 @@ expect_error "corrupt weights" "fake.pt: not a PyTorch archive" "$tool" evaluate
 
 # train: two epochs, every file of the run folder.
 expect_ok "train" "$tool" train "$data" "${common[@]}" --epochs 2 --run-dir "$work/run"
-contains "$work/out.txt" "best test accuracy"
+contains "$work/out.txt" "best epoch"
 for f in config.json history.csv history.jsonl best.pt last.pt metrics.json confusion_matrix.json \
          confusion_matrix.csv loss.svg accuracy.svg lr.svg confusion_matrix.svg; do
   [ -s "$work/run/$f" ] || fail "run folder lacks $f"

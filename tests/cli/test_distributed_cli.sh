@@ -23,7 +23,7 @@ code=$?
 contains "$work/out.txt" "launching 2 worker process(es)"
 contains "$work/out.txt" "distributed: gloo, rank 0 of 2"
 contains "$work/out.txt" "on 2 processes"
-contains "$work/out.txt" "best test accuracy"
+contains "$work/out.txt" "best epoch"
 for f in config.json history.csv best.pt last.pt metrics.json confusion_matrix.csv; do
   [ -s "$work/run/$f" ] || fail "run folder lacks $f"
 done

@@ -52,6 +52,11 @@ struct LoaderOptions {
   TORCH_ARG(int64_t, prefetch) = 2;
   /// Shuffle the order every epoch (seeded by seed and epoch); false keeps the dataset's order.
   TORCH_ARG(bool, shuffle) = true;
+  /// With shuffle: draw each epoch's samples class-balanced instead of permuting them (as many
+  /// samples as usual, each from a class drawn uniformly, then an image of it drawn uniformly,
+  /// with replacement: PyTorch's WeightedRandomSampler with weights 1 / class size). Small
+  /// classes are seen as often as large ones; some images of large classes are skipped per epoch.
+  TORCH_ARG(bool, balance_classes) = false;
   /// Drop the last batch when it is smaller than batch_size.
   TORCH_ARG(bool, drop_last) = false;
   /// Seed of the order and of the augmentations.
@@ -125,8 +130,8 @@ class ImageLoader {
   /// Samples in this loader's epochs (its shard's, when sharded).
   int64_t epoch_samples() const;
 
-  /// The epoch's sample order (before batching): usable samples, shuffled by (seed, epoch) if
-  /// asked, then this shard's part.
+  /// The epoch's sample order (before batching): usable samples, shuffled (or drawn
+  /// class-balanced) by (seed, epoch) if asked, then this shard's part.
   std::vector<int64_t> epoch_order(int64_t epoch) const;
 
   /// Decoded image of sample i (from the cache when enabled).

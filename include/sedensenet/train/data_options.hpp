@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "sedensenet/data/image_folder.hpp"
 #include "sedensenet/data/loader.hpp"
@@ -17,6 +18,30 @@
 #include "sedensenet/util/option_schema.hpp"
 
 namespace sedensenet {
+
+/// What a training run does about classes of very different sizes.
+enum class Balance {
+  automatic,  ///< "auto": `weights` when the largest class has 1.5x the images of the smallest or more, else `none`
+  none,       ///< the reference's: every image once per epoch, plain loss
+  weights,    ///< the training loss weighted by class, 1 / class size (normalised to mean 1)
+  sampler,    ///< class-balanced epochs (`LoaderOptions::balance_classes`)
+};
+inline const char* to_string(Balance b) {
+  switch (b) {
+    case Balance::automatic: return "auto";
+    case Balance::none: return "none";
+    case Balance::weights: return "weights";
+    case Balance::sampler: return "sampler";
+  }
+  return "?";
+}
+inline std::vector<Balance> enum_values(Balance) {
+  return {Balance::automatic, Balance::none, Balance::weights, Balance::sampler};
+}
+
+/// Loss weights for classes of `counts` images: total / (classes x count), so that every class
+/// weighs the same in the loss and the mean weight over images stays 1.
+torch::Tensor class_balance_weights(const std::vector<int64_t>& counts);
 
 /// The data side of a training run (see `Experiment`).
 ///
@@ -42,6 +67,8 @@ class DataOptions {
   TORCH_ARG(double, train_fraction) = 0.8;
   /// Seed of that split.
   TORCH_ARG(uint64_t, split_seed) = 0;
+  /// Unbalanced classes: class-weighted loss, class-balanced sampling, or nothing.
+  TORCH_ARG(Balance, balance) = Balance::automatic;
 
  public:
 
@@ -64,6 +91,10 @@ class DataOptions {
           "share of each class used for training when the folder has no train/ and val/",
           between(0.01, 0.99));
     visit("split_seed", &T::split_seed_, "seed of that split", any());
+    visit("balance", &T::balance_,
+          "unbalanced classes: auto (weights when the largest class has 1.5x the images of the smallest), "
+          "none, weights (class-weighted loss) or sampler (class-balanced epochs)",
+          any());
   }
 
   /// Throws, naming the option, its value and what is allowed, if any option is invalid.

@@ -78,6 +78,12 @@ class Experiment {
 
  private:
   void say(const std::string& text) const;
+  /// Training images per class.
+  std::vector<int64_t> class_counts() const;
+  /// Resolves DataOptions::balance for the folder's class sizes; reports imbalance.
+  Balance check_balance() const;
+  /// Warns when the images are much larger than the training size.
+  void check_image_size() const;
 
   std::filesystem::path data_dir_;
   DataOptions data_;

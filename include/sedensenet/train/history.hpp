@@ -22,6 +22,10 @@ struct EpochMetrics {
   int64_t epoch = 0;  ///< 1-based
   double train_loss = NAN, train_accuracy = NAN, train_top5 = NAN;
   double test_loss = NAN, test_accuracy = NAN, test_top5 = NAN;
+  double test_macro_f1 = NAN;        ///< mean per-class F1 on the test side
+  std::vector<double> test_recall;   ///< per class: share of its test images predicted right
+  int64_t test_top_class = -1;       ///< the class predicted most often on the test side
+  double test_top_class_share = NAN; ///< the share of test images predicted as test_top_class
   double lr = NAN;                 ///< learning rate at the end of the epoch
   double seconds = NAN;            ///< wall time of the epoch (training and evaluation)
   double images_per_second = NAN;  ///< training images per second, loading included

@@ -63,6 +63,8 @@ class ConfusionMatrix {
   std::vector<PerClass> per_class() const;
 
   double accuracy() const;
+  /// Mean of the per-class F1 (0 with no classes).
+  double macro_f1() const;
 
   /// {"classes": [...], "matrix": [[...]], "per_class": {name: {precision, recall, f1,
   /// support}}, "accuracy", "macro_f1"}.

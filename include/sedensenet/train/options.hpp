@@ -33,6 +33,26 @@ enum class ScheduleKind {
   onecycle,   ///< OneCycle: from lr / div_factor up to lr (cosine) then down to lr / (div * final_div)
 };
 
+/// What picks the best epoch: its weights are best.pt and what `fit` ends with; early stopping
+/// counts epochs without a better one.
+enum class BestMetric {
+  accuracy,  ///< test accuracy (the reference's)
+  macro_f1,  ///< mean per-class F1 on the test side: every class counts the same, whatever its size
+  loss,      ///< lowest test loss
+};
+
+inline const char* to_string(BestMetric m) {
+  switch (m) {
+    case BestMetric::accuracy: return "accuracy";
+    case BestMetric::macro_f1: return "macro_f1";
+    case BestMetric::loss: return "loss";
+  }
+  return "?";
+}
+inline std::vector<BestMetric> enum_values(BestMetric) {
+  return {BestMetric::accuracy, BestMetric::macro_f1, BestMetric::loss};
+}
+
 inline const char* to_string(OptimizerKind k) {
   switch (k) {
     case OptimizerKind::adam: return "adam";
@@ -124,6 +144,9 @@ struct TrainerOptions {
   TORCH_ARG(double, cutmix_alpha) = 0.0;
   /// Stop when the test accuracy has not improved for this many epochs; 0 disables.
   TORCH_ARG(int64_t, early_stopping_patience) = 0;
+  /// What picks the best epoch (best.pt, the weights `fit` ends with, early stopping). Without a
+  /// test source: train accuracy.
+  TORCH_ARG(BestMetric, best_metric) = BestMetric::accuracy;
   /// "cpu", "cuda" or "cuda:N".
   TORCH_ARG(std::string, device) = "cpu";
   /// LibTorch intra-op threads; 0 = one per core.
@@ -142,7 +165,8 @@ struct TrainerOptions {
  public:
   /// The recipe this library recommends for training from scratch: AdamW with lr 2e-3, weight
   /// decay 0.05 (not on BatchNorm and biases), one epoch of warm-up then cosine decay, label
-  /// smoothing 0.1, gradient clipping at 5.
+  /// smoothing 0.1, gradient clipping at 5; the best epoch is the one with the best macro-F1, so
+  /// that on unbalanced data a model that ignores the small classes is not the one kept.
   static TrainerOptions recommended() {
     return TrainerOptions()
         .optimizer(OptimizerKind::adamw)
@@ -152,7 +176,8 @@ struct TrainerOptions {
         .warmup_epochs(1.0)
         .min_lr(1e-5)
         .label_smoothing(0.1)
-        .grad_clip_norm(5.0);
+        .grad_clip_norm(5.0)
+        .best_metric(BestMetric::macro_f1);
   }
 
   /// The reference's recipe: Adam, lr 1e-4, constant (the defaults).
@@ -189,7 +214,8 @@ struct TrainerOptions {
     visit("grad_clip_norm", &T::grad_clip_norm_, "clip the gradients' global L2 norm to this (0 = off)", at_least(0));
     visit("mixup_alpha", &T::mixup_alpha_, "MixUp: Beta(alpha, alpha) mixing of image pairs (0 = off)", at_least(0));
     visit("cutmix_alpha", &T::cutmix_alpha_, "CutMix: Beta(alpha, alpha) box pasting (0 = off; with MixUp, one of the two per batch)", at_least(0));
-    visit("early_stopping_patience", &T::early_stopping_patience_, "stop after this many epochs without a better test accuracy (0 = off)", between(0, 100000));
+    visit("early_stopping_patience", &T::early_stopping_patience_, "stop after this many epochs without a better best_metric (0 = off)", between(0, 100000));
+    visit("best_metric", &T::best_metric_, "what picks the best epoch (best.pt, early stopping): accuracy, macro_f1 (every class counts the same) or loss", any());
     visit("device", &T::device_, "cpu, cuda or cuda:N", any());
     visit("threads", &T::threads_, "LibTorch threads (0 = one per core)", at_least(0));
     visit("bf16", &T::bf16_, "bfloat16 autocast for the forward pass (CUDA only)", any());

@@ -65,8 +65,8 @@ struct BatchEvent {
 /// What `fit` returns.
 struct TrainResult {
   History history;
-  int64_t best_epoch = 0;       ///< 1-based epoch with the best test accuracy (0: none)
-  double best_accuracy = NAN;
+  int64_t best_epoch = 0;       ///< 1-based best epoch by TrainerOptions::best_metric (0: none)
+  double best_accuracy = NAN;   ///< the test accuracy of that epoch
   bool early_stopped = false;   ///< early stopping ended the run
   bool interrupted = false;     ///< request_stop() ended the run before its last epoch
 };
@@ -133,6 +133,9 @@ class Trainer {
   /// Extra JSON recorded in config.json and in every checkpoint ("model", "data", ...): what a
   /// program needs to rebuild the model and its input pipeline from the run folder.
   void set_metadata(nlohmann::json metadata) { state_.metadata = std::move(metadata); }
+  /// Weights the training loss by class (float, one per class; for unbalanced data, for example
+  /// `class_balance_weights`). Evaluation losses stay unweighted, so they compare across runs.
+  void set_class_weights(torch::Tensor weights) { class_weights_ = std::move(weights); }
   const nlohmann::json& metadata() const { return state_.metadata; }
 
   /// Continues the run saved in `run_dir` (its last.pt): model, optimizer, schedule, epoch, random
@@ -187,6 +190,7 @@ class Trainer {
   std::atomic<bool> stop_requested_{false};
   RunState state_;                 // epoch, history, best so far, schedule, metadata, classes
   torch::Tensor rng_state_;        // the CPU generator's state to continue with (after resume)
+  torch::Tensor class_weights_;    // per-class weights of the training loss (undefined: none)
   io::NamedTensors best_weights_;  // the best epoch's parameters and buffers (CPU copies)
   bool resumed_ = false;
   bool fitted_ = false;  // fit ran before: the run folder is this trainer's
