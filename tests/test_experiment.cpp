@@ -109,6 +109,7 @@ TEST_CASE("Experiment sets up data, model and trainer from a folder, trains, and
   char buffer[4096];
   for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
   std::fclose(log);
+  for (size_t at; (at = text.find("\n  ")) != std::string::npos;) text.replace(at, 3, " ");  // unfit the lines
   CHECK_THAT(text, Catch::Contains("data: " + root.string() + " (stratified split)"));
   CHECK_THAT(text, Catch::Contains("training: 2 epochs, 3 batches of 8 per epoch"));
   CHECK_THAT(text, Catch::Contains("run folder " + run.string()));
@@ -136,6 +137,8 @@ TEST_CASE("Experiment balances unbalanced classes and says so; it questions a sm
     char buffer[4096];
     for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
     std::fclose(log);
+    // Messages are fitted to the width (continuation lines indented by two): undo that.
+    for (size_t at; (at = text.find("\n  ")) != std::string::npos;) text.replace(at, 3, " ");
     return text;
   };
   const auto model = DenseNetOptions::densenet_bc(10, 4);

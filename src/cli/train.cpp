@@ -3,6 +3,7 @@
 // (TrainerOptions::fields); the flags here are the data, the model and the process layout.
 #include <sedensenet/io/trained_model.hpp>
 #include <sedensenet/train/experiment.hpp>
+#include <sedensenet/train/progress.hpp>
 #include <sedensenet/train/run_folder.hpp>
 #include <sedensenet/util/allocator.hpp>
 #include <sedensenet/util/errors.hpp>
@@ -281,12 +282,17 @@ class Train : public Command {
     for (const auto& m : result.history.epochs()) {
       if (m.epoch == result.best_epoch) best_f1 = m.test_macro_f1;
     }
-    fmt::print("best epoch {} by {}: test accuracy {:.2f}%, macro-F1 {:.3f}{}\n", result.best_epoch,
-               to_string(options.best_metric()), 100 * result.best_accuracy, best_f1,
-               result.early_stopped ? " (early stopping)" : "");
-    fmt::print("run folder {}: best.pt, last.pt, history.csv, metrics.json, confusion_matrix.csv; "
-               "plots loss.svg, accuracy.svg, lr.svg, confusion_matrix.svg\n",
-               options.run_dir());
+    const int width = terminal_columns(stdout);
+    for (const auto& line : ProgressPrinter::fit(
+             {fmt::format("best epoch {} by {}: test accuracy {:.2f}%, macro-F1 {:.3f}{}", result.best_epoch,
+                          to_string(options.best_metric()), 100 * result.best_accuracy, best_f1,
+                          result.early_stopped ? " (early stopping)" : ""),
+              fmt::format("run folder {}: best.pt, last.pt, history.csv, metrics.json, confusion_matrix.csv; "
+                          "plots loss.svg, accuracy.svg, lr.svg, confusion_matrix.svg",
+                          options.run_dir())},
+             width)) {
+      fmt::print("{}\n", line);
+    }
     return 0;
   }
 

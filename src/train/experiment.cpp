@@ -31,18 +31,18 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
       splits_(data::ImageFolder::split(data_dir_, data_.folder_options())),
       input_(data_.input()),
       model_options_(std::move(model)) {
+  if (log_ != nullptr) progress_ = std::make_unique<ProgressPrinter>(log_);
   const auto split = data::SplitRecord::of(splits_);  // before unusable files are removed
-  std::ostringstream found;
-  found << "data: " << data_dir_.string() << " ("
-        << (splits_.predefined ? "train/ and test/ folders" : "stratified split") << ")\n  train: "
-        << splits_.train.describe() << "\n  test:  " << splits_.test.describe() << "\n";
-  say(found.str());
+  warn("data: " + data_dir_.string() + " (" + (splits_.predefined ? "train/ and test/ folders" : "stratified split") + ")");
+  warn("  train: " + splits_.train.describe());
+  warn("  test:  " + splits_.test.describe());
   const int check_threads = static_cast<int>(data_.workers());
   splits_.train.validate(false, check_threads);
   splits_.test.validate(false, check_threads);
   if (!splits_.train.summary().bad.empty() || !splits_.test.summary().bad.empty()) {
-    say("  after checking every file:\n  train: " + splits_.train.describe() +
-        "\n  test:  " + splits_.test.describe() + "\n");
+    warn("  after checking every file:");
+    warn("  train: " + splits_.train.describe());
+    warn("  test:  " + splits_.test.describe());
   }
 
   const Balance balance = check_balance();
@@ -69,10 +69,7 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
   data_record["balance_used"] = to_string(balance);
   metadata_ = io::densenet_metadata(model_, input_, {{"data", data_record}});
   trainer_->set_metadata(metadata_);
-  if (log_ != nullptr) {
-    progress_ = std::make_unique<ProgressPrinter>(log_);
-    progress_->attach(*trainer_);
-  }
+  if (progress_) progress_->attach(*trainer_);
 }
 
 Experiment::~Experiment() = default;
@@ -89,22 +86,22 @@ Balance Experiment::check_balance() const {
   const double ratio = static_cast<double>(*largest) / static_cast<double>(std::max<int64_t>(*smallest, 1));
   Balance balance = data_.balance();
   if (balance == Balance::automatic) balance = ratio >= 1.5 ? Balance::weights : Balance::none;
-  std::ostringstream os;
-  os.precision(2);
   if (ratio >= 3) {
+    std::ostringstream os;
+    os.precision(2);
     os << "warning: unbalanced classes: '" << classes()[static_cast<size_t>(smallest - counts.begin())] << "' has "
        << *smallest << " training images, '" << classes()[static_cast<size_t>(largest - counts.begin())] << "' "
        << *largest << " (1:" << std::fixed << ratio << ")";
     if (balance == Balance::none) os << "; --balance weights or sampler keeps the model from ignoring the small classes";
-    os << "\n";
+    warn(os.str());
   }
   if (balance == Balance::weights) {
-    os << "balance: class-weighted loss (" << (data_.balance() == Balance::automatic ? "--balance auto" : "--balance weights")
-       << "; sampler draws class-balanced epochs instead, none turns it off)\n";
+    warn(std::string("balance: class-weighted loss (") +
+         (data_.balance() == Balance::automatic ? "--balance auto" : "--balance weights") +
+         "; sampler draws class-balanced epochs instead, none turns it off)");
   } else if (balance == Balance::sampler) {
-    os << "balance: class-balanced epochs (--balance sampler)\n";
+    warn("balance: class-balanced epochs (--balance sampler)");
   }
-  say(os.str());
   return balance;
 }
 
@@ -131,15 +128,20 @@ void Experiment::check_image_size() const {
     std::ostringstream os;
     os << "warning: the images' shorter side is " << median << " pixels (median), but they are trained at " << size
        << "x" << size << ", losing detail: --image-size " << std::min<int64_t>(median, 224)
-       << (median > 96 ? " with an ImageNet-style preset (--preset densenet121) learns from more of it" : " keeps it")
-       << "\n";
-    say(os.str());
+       << (median > 96 ? " with an ImageNet-style preset (--preset densenet121) learns from more of it" : " keeps it");
+    warn(os.str());
   }
 }
 
 void Experiment::say(const std::string& text) const {
   if (log_ == nullptr) return;
   std::fputs(text.c_str(), log_);
+  std::fflush(log_);
+}
+
+void Experiment::warn(const std::string& text) const {
+  if (log_ == nullptr) return;
+  for (const auto& line : ProgressPrinter::fit({text}, progress_->width())) std::fprintf(log_, "%s\n", line.c_str());
   std::fflush(log_);
 }
 
@@ -176,14 +178,14 @@ TrainResult Experiment::fit() {
     plan << train_loader_->batches_per_epoch() << " batches of " << data_.batch_size() << " per epoch";
   }
   plan << ", " << at::get_num_threads() << (world > 1 ? " threads each" : " threads")
-       << (options.run_dir().empty() ? std::string(", no run folder") : ", run folder " + options.run_dir()) << "\n";
-  say(plan.str());
+       << (options.run_dir().empty() ? std::string(", no run folder") : ", run folder " + options.run_dir());
+  warn(plan.str());
 
   data::ImageLoaderSource train(*train_loader_), test(*test_loader_);
   auto result = trainer_->fit(train, &test);
   for (const auto* loader : {train_loader_.get(), test_loader_.get()}) {
     for (const auto& bad : loader->bad_files()) {
-      say("skipped unusable file " + bad.path + ": " + bad.reason + "\n");
+      warn("skipped unusable file " + bad.path + ": " + bad.reason);
     }
   }
   return result;

@@ -72,6 +72,25 @@ contains "$work/out2.txt" "run folder runs/densenet_bc_10_k4-2"
 expect_ok "--overwrite" "$tool" train "$data" "${common[@]}" --epochs 2 --overwrite --run-dir "$work/cwd/runs/densenet_bc_10_k4-2"
 [ "$(wc -l < "$work/cwd/runs/densenet_bc_10_k4-2/history.csv")" -eq 3 ] || fail "--overwrite did not replace the run"
 
+# Under a 60-column pseudo-terminal the progress bar (in place), the epoch summaries, warnings
+# and the closing lines fit the width, and the bar shows the whole run's ETA.
+if command -v script > /dev/null; then
+  script -q -e -c "stty cols 60; '$tool' train '$data' ${common[*]} --epochs 2 --run-dir '$work/run-pty'" \
+    "$work/typescript" > /dev/null 2>&1 || fail "train under a 60-column pseudo-terminal"
+  python3 - "$work/typescript" <<'PY' || fail "progress output wider than a 60-column terminal"
+import re, sys
+text = open(sys.argv[1], 'rb').read().decode('utf-8', 'replace').replace('\x1b[K', '')
+segments = [s for s in re.split(r'[\r\n]+', text) if s]
+checked = [s for s in segments if re.match(r'(epoch \d|  test loss|  recall|  lr |best epoch|warning|  )', s)
+           and not s.startswith('Script ')]
+bars = [s for s in checked if re.match(r'epoch 1/2 \[', s)]
+assert bars and any('run 0:' in s for s in bars), bars[:3]
+assert any(s.startswith('epoch 2: train loss') for s in checked), checked
+wide = [s for s in checked if len(s) > 60 and ' ' in s.strip()]  # one long path cannot be broken
+assert not wide, wide
+PY
+fi
+
 # resume: extend the run to 3 epochs from its config.json alone.
 expect_ok "resume" "$tool" train --resume "$work/run" --epochs 3
 contains "$work/out.txt" "resuming"

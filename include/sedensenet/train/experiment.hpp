@@ -78,6 +78,8 @@ class Experiment {
 
  private:
   void say(const std::string& text) const;
+  /// A message fitted to the log's width.
+  void warn(const std::string& text) const;
   /// Training images per class.
   std::vector<int64_t> class_counts() const;
   /// Resolves DataOptions::balance for the folder's class sizes; reports imbalance.

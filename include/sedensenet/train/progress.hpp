@@ -1,18 +1,20 @@
 #pragma once
 /// \file
-/// Progress output for training: a live bar on a terminal (ETA, images/s, running loss and
-/// accuracy), plain periodic lines otherwise (logs, CI), and one summary line per epoch.
+/// Progress output for training: a live bar on a terminal (the epoch's and the run's ETA,
+/// images/s, running loss and accuracy), plain periodic lines otherwise (logs, CI), and an epoch
+/// summary (loss, accuracy, top-5, macro-F1, recall per class, learning rate, speed), all fitted
+/// to the terminal's width; a warning when the model predicts one class for almost everything.
 
-#include <unistd.h>
-
-#include <chrono>
-#include <cmath>
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "sedensenet/train/trainer.hpp"
 
 namespace sedensenet {
+
+/// The columns of the terminal `out` writes to; else $COLUMNS; else 80.
+int terminal_columns(std::FILE* out);
 
 /// Prints training progress to a C stream.
 ///
@@ -24,83 +26,34 @@ namespace sedensenet {
 class ProgressPrinter {
  public:
   /// `interactive`: draw a bar that updates in place (default: whether `out` is a terminal).
-  /// `line_every_seconds`: how often the non-interactive mode prints a line.
-  explicit ProgressPrinter(FILE* out = stdout, int interactive = -1,
-                           double line_every_seconds = 30.0)
-      : out_(out),
-        interactive_(interactive < 0 ? ::isatty(::fileno(out)) != 0 : interactive != 0),
-        every_(line_every_seconds) {}
+  /// `line_every_seconds`: how often the non-interactive mode prints a line. `width`: the
+  /// columns a line may take (0: the terminal's, else $COLUMNS, else 80; at least 40).
+  explicit ProgressPrinter(std::FILE* out = stdout, int interactive = -1, double line_every_seconds = 30.0,
+                           int width = 0);
 
-  /// Registers the callbacks on a trainer.
-  void attach(Trainer& trainer) {
-    trainer.on_batch_end([this](const BatchEvent& e) { batch(e); });
-    trainer.on_epoch_end([this](const EpochMetrics& m) { epoch(m); });
-  }
+  /// Registers the callbacks on a trainer (and reads its class names for the summaries).
+  void attach(Trainer& trainer);
 
-  void batch(const BatchEvent& e) {
-    const double fraction = static_cast<double>(e.batch) / static_cast<double>(std::max<int64_t>(e.batches, 1));
-    const double eta = e.batch > 0 ? e.elapsed_seconds * (1.0 - fraction) / fraction : 0.0;
-    if (interactive_) {
-      constexpr int kWidth = 24;
-      const int filled = static_cast<int>(fraction * kWidth);
-      std::string bar(static_cast<size_t>(filled), '#');
-      bar.resize(kWidth, '.');
-      std::fprintf(out_, "\repoch %lld/%lld [%s] %3.0f%% %lld/%lld  ETA %s  %5.0f img/s  loss %.4f  acc %5.1f%%  ",
-                   static_cast<long long>(e.epoch), static_cast<long long>(e.epochs), bar.c_str(),
-                   100 * fraction, static_cast<long long>(e.batch),
-                   static_cast<long long>(e.batches), clock(eta).c_str(), e.images_per_second,
-                   e.loss, 100 * e.accuracy);
-      std::fflush(out_);
-      return;
-    }
-    const bool first = e.batch == 1;
-    if (first) last_line_ = 0.0;
-    if (e.batch == e.batches || e.elapsed_seconds - last_line_ >= every_) {
-      last_line_ = e.elapsed_seconds;
-      std::fprintf(out_, "epoch %lld/%lld batch %lld/%lld (%.0f%%) ETA %s, %.0f img/s, loss %.4f, acc %.1f%%\n",
-                   static_cast<long long>(e.epoch), static_cast<long long>(e.epochs),
-                   static_cast<long long>(e.batch), static_cast<long long>(e.batches),
-                   100 * fraction, clock(eta).c_str(), e.images_per_second, e.loss,
-                   100 * e.accuracy);
-      std::fflush(out_);
-    }
-  }
+  void batch(const BatchEvent& e);
+  void epoch(const EpochMetrics& m);
 
-  void epoch(const EpochMetrics& m) {
-    if (interactive_) std::fprintf(out_, "\n");
-    std::fprintf(out_, "epoch %lld: train loss %.4f acc %.2f%% | test loss %s acc %s%s | lr %.3g | %.1f s, %.0f img/s\n",
-                 static_cast<long long>(m.epoch), m.train_loss, 100 * m.train_accuracy,
-                 number(m.test_loss, "%.4f").c_str(), percent(m.test_accuracy).c_str(),
-                 std::isnan(m.test_top5) ? "" : (" top-5 " + percent(m.test_top5)).c_str(), m.lr,
-                 m.seconds, m.images_per_second);
-    std::fflush(out_);
-  }
+  /// The columns lines are fitted to.
+  int width() const { return width_; }
+
+  /// `fields` joined by " | " into lines of at most `width` columns; a field that does not fit
+  /// on the current line starts a new one (indented by two spaces), and one longer than a line
+  /// is broken at spaces.
+  static std::vector<std::string> fit(const std::vector<std::string>& fields, int width);
 
  private:
-  static std::string clock(double seconds) {
-    const auto s = static_cast<long long>(std::max(0.0, seconds));
-    char buffer[32];
-    if (s >= 3600) {
-      std::snprintf(buffer, sizeof buffer, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
-    } else {
-      std::snprintf(buffer, sizeof buffer, "%lld:%02lld", s / 60, s % 60);
-    }
-    return buffer;
-  }
-  static std::string number(double v, const char* format) {
-    if (std::isnan(v)) return "-";
-    char buffer[32];
-    std::snprintf(buffer, sizeof buffer, format, v);
-    return buffer;
-  }
-  static std::string percent(double v) {
-    return std::isnan(v) ? "-" : number(100 * v, "%.2f") + "%";
-  }
-
-  FILE* out_;
+  std::FILE* out_;
   bool interactive_;
   double every_;
+  int width_;
   double last_line_ = 0.0;
+  const Trainer* trainer_ = nullptr;
+  double finished_epoch_seconds_ = 0.0;  // this session's completed epochs, evaluation included
+  int64_t finished_epochs_ = 0;
 };
 
 }  // namespace sedensenet

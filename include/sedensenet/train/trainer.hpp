@@ -130,6 +130,7 @@ class Trainer {
 
   /// Class names (for metrics files and checkpoints), in label order.
   void set_class_names(std::vector<std::string> names) { state_.classes = std::move(names); }
+  const std::vector<std::string>& class_names() const { return state_.classes; }
   /// Extra JSON recorded in config.json and in every checkpoint ("model", "data", ...): what a
   /// program needs to rebuild the model and its input pipeline from the run folder.
   void set_metadata(nlohmann::json metadata) { state_.metadata = std::move(metadata); }
