@@ -3,6 +3,7 @@
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
+#include <torch/types.h>
 
 #include <cstdint>
 #include <memory>
@@ -44,6 +45,15 @@ extern int64_t g_rank;
 /// are an error naming the key and `source`.
 void apply_json_defaults(CLI::App* command, const nlohmann::json& values, const std::string& source,
                          const std::vector<std::string>& ignored = {});
+/// Reports a command-line mistake (usage_errors.cpp): the closest flag for a misspelt one, the
+/// usage for a bare command, the tool's prefix and a pointer to --help otherwise. Returns the
+/// exit status (0 for a bare `sedensenet`, 2 otherwise; --help and --version: CLI11's).
+int report_usage_error(CLI::App& app, const CLI::ParseError& error, const std::vector<std::string>& arguments);
+/// The long flag of `command` closest to `typed` ("--epochs" for "--epoch"), or "" if none is close.
+std::string closest_flag(const CLI::App& command, const std::string& typed);
+/// The device `name` ("cpu", "cuda", "cuda:N") if this process can use it, else a UsageError
+/// naming `flag`, the value and what to do; checked before any data is read.
+torch::Device checked_device(const std::string& name, const std::string& flag);
 /// A JSON file (config file, config.json), or a UsageError naming it.
 nlohmann::json read_json_file(const std::string& path);
 /// Every integer option of `app` and its subcommands rejects a value its type cannot hold

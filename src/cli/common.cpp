@@ -7,8 +7,11 @@
 #include <sedensenet/util/errors.hpp>
 #include <sedensenet/util/json.hpp>
 
+#include <torch/cuda.h>
+
 #include <algorithm>
 #include <charconv>
+#include <optional>
 #include <filesystem>
 
 namespace sedensenet::cli {
@@ -99,8 +102,38 @@ void reject_integer_overflow(CLI::App& app) {
   }
   for (CLI::App* sub : app.get_subcommands({})) reject_integer_overflow(*sub);
 }
+torch::Device checked_device(const std::string& name, const std::string& flag) {
+  std::optional<torch::Device> device;
+  try {
+    device = torch::Device(name);
+  } catch (const std::exception&) {
+  }
+  if (!device || !(device->is_cpu() || device->is_cuda())) {
+    throw UsageError(flag + " " + name + ": expected cpu, cuda or cuda:N");
+  }
+  if (device->is_cuda()) {
+    if (!torch::cuda::is_available()) {
+      throw UsageError(flag + " " + name + ": no CUDA device is usable here (this LibTorch " +
+                       (torch::cuda::device_count() == 0 && !at::hasCUDA() ? "was built without CUDA"
+                                                                         : "sees no GPU") +
+                       "); use " + flag + " cpu");
+    }
+    const auto count = static_cast<int64_t>(torch::cuda::device_count());
+    if (device->has_index() && device->index() >= count) {
+      throw UsageError(flag + " " + name + ": this machine has " + std::to_string(count) +
+                       " CUDA device(s), cuda:0 .. cuda:" + std::to_string(count - 1));
+    }
+  }
+  return *device;
+}
+
 bool is_checkpoint_weights(const std::string& path) {
   if (!fs::exists(path)) throw UsageError("weights file " + path + " not found");
+  if (fs::is_directory(path)) {
+    const auto best = fs::path(path) / "best.pt";
+    throw UsageError("--weights " + path + " is a folder; give a weights file" +
+                     (fs::exists(best) ? ", such as " + best.string() : std::string(" (a run folder's best.pt)")));
+  }
   if (sedensenet::io::is_checkpoint_file(path)) return true;
   sedensenet::io::read_verified_archive(path);
   return false;

@@ -40,12 +40,13 @@ class Evaluate : public Command {
 
   int run(CLI::App&) override {
     sedensenet::set_num_threads(threads);
+    checked_device(model.device, "--device");  // before the folder is read
     const auto data_options = data_flags_->apply(DataOptions());
     auto [folder, trained] = choose_images();
     folder.validate(false, static_cast<int>(data_options.workers()));
     data::ImageLoader loader(folder, trained.input.eval_transform(), data_options.loader_options(false));
     sedensenet::ImageLoaderSource source(loader);
-    sedensenet::Trainer evaluator(trained.model, sedensenet::TrainerOptions().threads(threads));
+    sedensenet::Trainer evaluator(trained.model, sedensenet::TrainerOptions().threads(threads).device(model.device));
     auto result = evaluator.evaluate(source);
     const auto& names = folder.classes();
     auto report = result.confusion.to_json(names);

@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    return report_usage_error(app, e, g_arguments);
   }
   // A file-size limit (ulimit -f) must surface as a write error naming the file, not kill us.
   std::signal(SIGXFSZ, SIG_IGN);

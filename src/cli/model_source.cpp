@@ -12,11 +12,16 @@ void ModelSource::add_options(CLI::App* command) {
   command->add_option("--se-reduction", se_reduction, "SE reduction of a PyTorch state dict file's model (0 = no SE, e.g. torchvision)")->check(CLI::Range(int64_t{0}, int64_t{65536}))->capture_default_str();
   command->add_option("--se-gate", se_gate, "SE gate of a PyTorch state dict file's model")
       ->check(CLI::IsMember({"sigmoid", "scaled_sigmoid"}))->capture_default_str();
+  command->add_option("--device", device, "cpu, cuda or cuda:N")->capture_default_str();
   command->add_option("--class-names", class_names, "class names of a PyTorch state dict file's model, in label order")->delimiter(',');
 }
 
 io::TrainedModel ModelSource::load(const std::vector<std::string>& folder_classes) const {
-  if (is_checkpoint_weights(weights)) return sedensenet::io::load_trained_model(weights);
+  const auto on_device = [&](io::TrainedModel trained) {
+    trained.model->to(checked_device(device, "--device"));
+    return trained;
+  };
+  if (is_checkpoint_weights(weights)) return on_device(sedensenet::io::load_trained_model(weights));
   if (preset.empty()) {
     throw UsageError(weights + " is not a SEDenseNet checkpoint; for a PyTorch state dict file "
                      "give its architecture with --preset (and --se-reduction 0 for torchvision)");
@@ -33,7 +38,7 @@ io::TrainedModel ModelSource::load(const std::vector<std::string>& folder_classe
     throw UsageError(weights + " has " + std::to_string(trained.options.num_classes()) +
                      " classes but " + std::to_string(trained.classes.size()) + " class names were given");
   }
-  return trained;
+  return on_device(std::move(trained));
 }
 
 }  // namespace sedensenet::cli

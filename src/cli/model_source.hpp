@@ -19,10 +19,12 @@ struct ModelSource {
   int64_t se_reduction = 16;
   std::string se_gate = "sigmoid";
   std::vector<std::string> class_names;
+  std::string device = "cpu";
 
-  /// --weights, --preset, --image-size, --se-reduction, --se-gate, --class-names.
+  /// --weights, --preset, --image-size, --se-reduction, --se-gate, --class-names, --device.
   void add_options(CLI::App* command);
-  /// The model; `folder_classes` name a state dict's classes when --class-names does not.
+  /// The model, on --device; `folder_classes` name a state dict's classes when --class-names
+  /// does not.
   io::TrainedModel load(const std::vector<std::string>& folder_classes = {}) const;
 };
 

@@ -38,6 +38,7 @@ class Predict : public Command {
   int run(CLI::App&) override {
     sedensenet::set_num_threads(threads);
     auto trained = model.load();
+    const auto device = checked_device(model.device, "--device");
     std::vector<fs::path> files;
     for (const auto& input : inputs) {
       if (fs::is_directory(input)) {
@@ -65,7 +66,7 @@ class Predict : public Command {
       const size_t end = std::min(files.size(), start + static_cast<size_t>(batch_size));
       std::vector<torch::Tensor> images;
       for (size_t i = start; i < end; ++i) images.push_back(transform->apply(data::read_image(files[i]), rng));
-      auto probabilities = torch::softmax(trained.model->forward(torch::stack(images)), 1);
+      auto probabilities = torch::softmax(trained.model->forward(torch::stack(images).to(device)), 1).cpu();
       auto [values, indices] = probabilities.topk(k, 1);
       for (size_t i = start; i < end; ++i) {
         const auto row = static_cast<int64_t>(i - start);

@@ -22,6 +22,7 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdlib>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -99,6 +100,8 @@ class Train : public Command {
                   "start from these weights: a PyTorch state dict file (torchvision's, the reference's, "
                   "this library's) or a run's best.pt; what does not fit (SE blocks, another classifier) "
                   "stays as initialised and is listed");
+    t->add_flag("--allow-partial", allow_partial,
+                "start from --init-weights even when they fit less than half of the model's tensors");
     // Every DataOptions option (image size, augmentation, loader, split), from its schema.
     data_flags_ = std::make_unique<OptionFlags<DataOptions>>(t, DataOptions(), "Data");
     // Every DenseNetOptions option but the class count (the folder's), from its schema.
@@ -122,6 +125,10 @@ class Train : public Command {
 
   int run(CLI::App& command_app) override {
     CLI::App* command = &command_app;
+    if (g_arguments.size() == 2) {  // a bare `sedensenet train`: its usage
+      std::fputs(command->help().c_str(), stdout);
+      return 2;
+    }
 
     if (!resume.empty()) {
       const auto config = fs::path(resume) / "config.json";
@@ -133,6 +140,7 @@ class Train : public Command {
       if (!saved.contains("metadata") || !saved["metadata"].contains("cli")) {
         throw UsageError(config.string() + " was not written by `sedensenet train`");
       }
+      refuse_model_changes(command, saved["metadata"]["cli"]);
       apply_json_defaults(command, saved["metadata"]["cli"], config.string(), {"run_dir", "overwrite"});
     } else if (!config.empty()) {
       auto values = read_json_file(config);
@@ -157,9 +165,10 @@ class Train : public Command {
                        ", choose another --run-dir, or add --overwrite to replace it");
     }
     options.validate();
+    checked_device(options.device(), "--device");  // before the data are read
     auto data_options = data_flags_->apply(DataOptions());
     data_options.validate();
-    if (data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA)");
+    if (data_dir.empty()) throw UsageError("train: the image folder is required (sedensenet train DATA; sedensenet train --help lists the options)");
     // The architecture first: an impossible one is reported before the data are scanned.
     auto model_options = model_flags_->apply(DenseNetOptions::preset(preset));
     check_model_size(model_options);
@@ -233,7 +242,22 @@ class Train : public Command {
       } catch (const std::exception& e) {
         throw UsageError(error_message(e) + " (--init-weights; is --preset its architecture?)");
       }
-      fmt::print("initial weights from {}: {}\n", init_weights, report.to_string(8));
+      // Counted as LoadReport::loaded_tensors counts: without BatchNorm's step counters.
+      size_t model_tensors = experiment.model()->named_parameters().size();
+      for (const auto& b : experiment.model()->named_buffers()) {
+        if (b.key().find("num_batches_tracked") == std::string::npos) ++model_tensors;
+      }
+      const size_t loaded = report.loaded_tensors();
+      if (2 * loaded < model_tensors && !allow_partial) {
+        throw UsageError("--init-weights " + init_weights + " fits only " + std::to_string(loaded) + " of the model's " +
+                         std::to_string(model_tensors) + " tensors, so most of the model would start untrained: is --preset the "
+                         "architecture the weights were trained with? Add --allow-partial to start from them anyway");
+      }
+      fmt::print("initial weights from {}: loaded {} of the model's {} tensors ({:.0f}%), the others keep their "
+                 "initialisation. {}\n",
+                 init_weights, loaded, model_tensors,
+                 100.0 * static_cast<double>(loaded) / static_cast<double>(std::max<size_t>(model_tensors, 1)),
+                 report.to_string(3));
     }
     if (env.distributed()) {
   #if defined(SEDENSENET_CLI_DISTRIBUTED)
@@ -297,6 +321,37 @@ class Train : public Command {
   }
 
  private:
+  /// A resumed run keeps its model: a model flag on the command line whose value differs from
+  /// the run's (`recorded`, its config.json) is refused, naming both values.
+  void refuse_model_changes(CLI::App* command, const json& recorded) const {
+    std::vector<std::string> keys = {"preset", "image_size"};
+    DenseNetOptions::fields([&](const char* key, auto, const char*, const schema::Range&) {
+      if (std::string(key) != "num_classes") keys.emplace_back(key);
+    });
+    for (const auto& key : keys) {
+      const auto* option = command->get_option_no_throw(flag_name(key));
+      if (option == nullptr || option->count() == 0 || !recorded.contains(key)) continue;
+      std::string given;
+      for (const auto& r : option->results()) given += (given.empty() ? "" : ",") + r;
+      const auto& value = recorded[key];
+      std::string saved;
+      if (value.is_array()) {
+        for (const auto& v : value) saved += (saved.empty() ? "" : ",") + v.dump();
+      } else {
+        saved = value.is_string() ? value.get<std::string>() : value.dump();
+      }
+      char* end = nullptr;
+      const double number = std::strtod(given.c_str(), &end);
+      const bool same = given == saved || (value.is_number() && end != given.c_str() && *end == '\0' &&
+                                           number == value.get<double>());
+      if (!same) {
+        throw UsageError("--resume " + resume + " continues that run with its own model: " + flag_name(key) + " " +
+                         given + " differs from its " + saved + " (config.json). Drop " + flag_name(key) +
+                         ", or start a new run (--init-weights " + resume + "/best.pt starts from its weights)");
+      }
+    }
+  }
+
   /// What config.json records under metadata.cli: every option of this command by its key, so
   /// that --resume and --config give them back.
   json recorded_options(const TrainerOptions& options, const DenseNetOptions& model,
@@ -315,6 +370,7 @@ class Train : public Command {
   std::string resume;
   std::string config;
   std::string init_weights;
+  bool allow_partial = false;
   // Distributed training (not recorded in config.json: a run may resume on another layout).
   int64_t nproc = 1;
   int64_t nnodes = 1;

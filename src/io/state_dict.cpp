@@ -102,8 +102,8 @@ LoadReport load_state_dict(torch::nn::Module& module,
   }
   if (options.strict() && !report.complete()) {
     throw std::runtime_error(name + " does not match the model (strict load): " +
-                             report.to_string() +
-                             ". Use a non-strict load to take what fits.");
+                             report.to_string(5) +
+                             ". Use a non-strict load to take what fits");
   }
   torch::NoGradGuard no_grad;
   for (const auto& [key, tensor] : matched) {

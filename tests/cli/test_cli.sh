@@ -228,5 +228,30 @@ expect_error "state dict without --preset" "give its architecture with --preset"
 expect_error "init weights that fit nothing" "none of its tensors fit" "$tool" train "$data" \
   "${common[@]}" --init-weights "$torchvision_weights" --run-dir "$work/run6"
 
+# Mistakes a newcomer makes, and what the tool says (each: one line, the tool's prefix, what to do).
+"$tool" > "$work/out.txt" 2>&1 || fail "a bare sedensenet should print its usage and exit 0"
+contains "$work/out.txt" "Usage:"
+"$tool" train > "$work/out.txt" 2>&1
+[ $? -eq 2 ] || fail "a bare sedensenet train should exit 2"
+contains "$work/out.txt" "Usage:"
+contains "$work/out.txt" "--epochs"
+expect_error "flag typo" "sedensenet: error: unknown option --epoch for \`sedensenet train\`: did you mean --epochs?" \
+  "$tool" train "$data" --epoch 1
+expect_error "flag typo (evaluate)" "did you mean --weights?" "$tool" evaluate --weight "$work/run/best.pt" "$data"
+expect_error "a device it cannot use, before the data" "--device cuda:99" "$tool" train "$work/nowhere" --device cuda:99
+expect_error "evaluate --device" "--device cuda:99" "$tool" evaluate --weights "$work/run/best.pt" "$work/nowhere" --device cuda:99
+expect_error "predict --device" "--device cuda:99" "$tool" predict --weights "$work/run/best.pt" "$img" --device cuda:99
+expect_ok "predict --device cpu" "$tool" predict --weights "$work/run/best.pt" "$img" --device cpu --threads 2
+expect_error "--weights a folder" "is a folder; give a weights file, such as $work/run/best.pt" \
+  "$tool" predict --weights "$work/run" "$img"
+expect_error "--resume with another model" "--growth-rate 8 differs from its 4" \
+  "$tool" train --resume "$work/run" --growth-rate 8
+expect_error "--init-weights that fit little" "--allow-partial" "$tool" train "$data" --preset densenet_bc_40_k12 \
+  --image-size 16 --epochs 1 --threads 2 --init-weights "$work/run/best.pt" --run-dir "$work/run-partial"
+contains "$work/out.txt" "fits only 1 of the model's"
+expect_ok "--init-weights --allow-partial" "$tool" train "$data" --preset densenet_bc_40_k12 --image-size 16 \
+  --epochs 1 --threads 2 --init-weights "$work/run/best.pt" --allow-partial --run-dir "$work/run-partial"
+contains "$work/out.txt" "loaded 1 of the model's"
+
 if [ $failures -ne 0 ]; then echo "$failures check(s) failed"; exit 1; fi
 echo "all CLI checks passed"
