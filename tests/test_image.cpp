@@ -186,3 +186,32 @@ TEST_CASE("gunzip checks integrity", "[image][gzip]") {
   flipped[flipped.size() - 6] ^= 0xFF;  // CRC
   REQUIRE_THROWS_WITH(gunzip(flipped, "flipped.gz"), Contains("corrupt"));
 }
+
+TEST_CASE("Transparent images: alpha dropped (torchvision's) or composited over white", "[image][alpha]") {
+  sedensenet::test::TempDir dir;
+  torch::manual_seed(3);
+  const auto rgba = torch::randint(0, 256, {4, 6, 5}, torch::kUInt8);
+  rgba[3][0][0] = 0;    // fully transparent
+  rgba[3][0][1] = 255;  // opaque
+  write_png(dir / "rgba.png", rgba);
+  const auto grey_alpha = torch::stack({rgba[0], rgba[3]});
+  write_png(dir / "la.png", grey_alpha);
+
+  const auto composite = [](const torch::Tensor& colour, const torch::Tensor& alpha) {
+    const auto a = alpha.to(torch::kFloat) / 255.0f;
+    return (colour.to(torch::kFloat) * a + 255.0f * (1.0f - a)).round().to(torch::kUInt8);
+  };
+  // drop: the stored colours (PIL's convert("RGB")).
+  CHECK(torch::equal(read_image(dir / "rgba.png"), rgba.narrow(0, 0, 3)));
+  CHECK(torch::equal(read_image(dir / "la.png"), grey_alpha.narrow(0, 0, 1)));
+  // white: colour * a + 255 * (1 - a); a transparent pixel is white, an opaque one its colour.
+  const auto white = read_image(dir / "rgba.png", DecodeOptions().alpha(Alpha::white));
+  CHECK(torch::equal(white, composite(rgba.narrow(0, 0, 3), rgba[3].unsqueeze(0))));
+  CHECK(white.select(1, 0).select(1, 0).eq(255).all().item<bool>());
+  CHECK(torch::equal(white.select(1, 0).select(1, 1), rgba.narrow(0, 0, 3).select(1, 0).select(1, 1)));
+  CHECK(torch::equal(read_image(dir / "la.png", DecodeOptions().alpha(Alpha::white)),
+                     composite(grey_alpha.narrow(0, 0, 1), grey_alpha[1].unsqueeze(0))));
+  // Images without alpha are the same either way.
+  write_png(dir / "rgb.png", rgba.narrow(0, 0, 3).contiguous());
+  CHECK(torch::equal(read_image(dir / "rgb.png", DecodeOptions().alpha(Alpha::white)), rgba.narrow(0, 0, 3)));
+}

@@ -106,3 +106,18 @@ TEST_CASE("save_trained_model writes a checkpoint load_trained_model and the too
   REQUIRE_THROWS_WITH(io::save_trained_model(dir / "wrong.pt", net, input, {"only", "two"}),
                       Contains("2 class names") && Contains("3 classes"));
 }
+
+TEST_CASE("InputSpec records how transparent images were decoded; older checkpoints dropped alpha",
+          "[trained_model][alpha]") {
+  io::InputSpec spec;
+  spec.alpha = data::Alpha::white;
+  CHECK(io::InputSpec::from_json(spec.to_json()).alpha == data::Alpha::white);
+  CHECK(io::InputSpec::from_json(spec.to_json()).decode_options().alpha() == data::Alpha::white);
+  auto old = spec.to_json();
+  old.erase("alpha");
+  CHECK(io::InputSpec::from_json(old).alpha == data::Alpha::drop);
+  old["alpha"] = "black";
+  CHECK_THROWS_WITH(io::InputSpec::from_json(old), Catch::Contains("'alpha' must be drop or white"));
+  CHECK(DataOptions().input().alpha == data::Alpha::white);
+  CHECK(DataOptions().alpha(data::Alpha::drop).folder_options().decode().alpha() == data::Alpha::drop);
+}

@@ -73,22 +73,22 @@ class Evaluate : public Command {
   /// The images to score and the model: a folder's test side; for a folder without sides, the
   /// images the run held out (its checkpoint records the split), or with --all every image.
   std::pair<data::ImageFolder, io::TrainedModel> choose_images() const {
-    const auto predefined = [&]() -> std::optional<data::ImageFolderSplits> {
-      try {
-        auto splits = data::ImageFolder::split(data_dir);
-        if (splits.predefined) return splits;
-      } catch (const c10::Error&) {
-      }
-      return std::nullopt;
-    }();
-    if (predefined) {
-      auto trained = model.load(predefined->test.classes());
-      check_classes(predefined->test, trained);
-      if (all) fmt::print("--all: {} has train/ and test/ sides; scoring its test side\n", data_dir);
-      return {predefined->test, std::move(trained)};
+    // The folder's classes name a state dict's outputs; the model's input says how to decode.
+    std::optional<data::ImageFolderSplits> predefined;
+    try {
+      auto splits = data::ImageFolder::split(data_dir);
+      if (splits.predefined) predefined = std::move(splits);
+    } catch (const c10::Error&) {
     }
-    data::ImageFolder everything(data_dir);
-    auto trained = model.load(everything.classes());
+    auto trained = model.load(predefined ? predefined->test.classes() : data::ImageFolder(data_dir).classes());
+    const auto decode = trained.input.decode_options();
+    if (predefined) {
+      auto splits = data::ImageFolder::split(data_dir, data::ImageFolderOptions().decode(decode));
+      check_classes(splits.test, trained);
+      if (all) fmt::print("--all: {} has train/ and test/ sides; scoring its test side\n", data_dir);
+      return {splits.test, std::move(trained)};
+    }
+    data::ImageFolder everything(data_dir, data::ImageFolderOptions().decode(decode));
     check_classes(everything, trained);
     const auto& metadata = trained.state.is_object() && trained.state.contains("metadata") ? trained.state["metadata"] : json();
     if (!metadata.is_object() || !metadata.contains("data") || !metadata["data"].contains("split")) {
@@ -99,7 +99,7 @@ class Evaluate : public Command {
     }
     const auto record = data::SplitRecord::from_json(metadata["data"]["split"]);
     const auto recorded_root = metadata["data"].value("root", std::string());
-    auto own = data::ImageFolder::split(data_dir, record.folder_options());
+    auto own = data::ImageFolder::split(data_dir, record.folder_options().decode(decode));
     const bool same_split = !record.predefined && record.matches(own);
     if (all) {
       fmt::print("--all: scoring all {} images of {}, {} of them images the model trained on\n",

@@ -65,7 +65,7 @@ class Predict : public Command {
     for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch_size)) {
       const size_t end = std::min(files.size(), start + static_cast<size_t>(batch_size));
       std::vector<torch::Tensor> images;
-      for (size_t i = start; i < end; ++i) images.push_back(transform->apply(data::read_image(files[i]), rng));
+      for (size_t i = start; i < end; ++i) images.push_back(transform->apply(data::read_image(files[i], trained.input.decode_options()), rng));
       auto probabilities = torch::softmax(trained.model->forward(torch::stack(images).to(device)), 1).cpu();
       auto [values, indices] = probabilities.topk(k, 1);
       for (size_t i = start; i < end; ++i) {

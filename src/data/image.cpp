@@ -227,8 +227,16 @@ torch::Tensor decode_image(const uint8_t* data, size_t size, const std::string& 
   }
   auto hwc = torch::from_blob(decoded.pixels.data(),
                               {decoded.height, decoded.width, decoded.channels}, torch::kUInt8);
-  const int64_t keep = decoded.channels <= 2 ? 1 : 3;  // drop alpha
-  // Copy out of `decoded` (freed on return); contiguous() alone would not copy a single channel.
+  const int64_t keep = decoded.channels <= 2 ? 1 : 3;
+  const bool has_alpha = decoded.channels == 2 || decoded.channels == 4;
+  if (has_alpha && options.alpha() == Alpha::white) {
+    // colour * a + 255 * (1 - a), in float, rounded to the nearest (a new tensor: `decoded` is freed on return).
+    const auto chw = hwc.permute({2, 0, 1}).to(torch::kFloat);
+    const auto a = chw.narrow(0, keep, 1) / 255.0f;
+    return (chw.narrow(0, 0, keep) * a + 255.0f * (1.0f - a)).round_().clamp_(0, 255).to(torch::kUInt8);
+  }
+  // Drop alpha. Copy out of `decoded` (freed on return); contiguous() alone would not copy a
+  // single channel.
   auto image = torch::empty({keep, decoded.height, decoded.width}, torch::kUInt8);
   image.copy_(hwc.narrow(2, 0, keep).permute({2, 0, 1}));
   return image;
@@ -274,9 +282,10 @@ torch::Tensor to_rgb(const torch::Tensor& image) {
 }
 
 void write_png(const std::filesystem::path& path, const torch::Tensor& image) {
-  TORCH_CHECK(image.dim() == 3 && (image.size(0) == 1 || image.size(0) == 3) &&
+  TORCH_CHECK(image.dim() == 3 && image.size(0) >= 1 && image.size(0) <= 4 &&
                   image.scalar_type() == torch::kUInt8,
-              "write_png expects a uint8 tensor (1 or 3, H, W), got ", image.sizes(), " ",
+              "write_png expects a uint8 tensor (1 to 4 channels: grey, grey + alpha, RGB, RGBA; H, W), got ",
+              image.sizes(), " ",
               image.scalar_type());
   auto hwc = image.permute({1, 2, 0}).contiguous();
   if (!codec::stb_write_png(path.string(), static_cast<int>(image.size(2)),

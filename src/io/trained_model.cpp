@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <map>
 
+#include "sedensenet/util/option_schema.hpp"
+
 namespace sedensenet::io {
 
 data::TransformPtr InputSpec::train_transform(const std::string& policy) const {
@@ -145,6 +147,7 @@ auto InputSpec::from_json(const nlohmann::json& j) -> InputSpec {
   s.size = util::json_integer<int64_t>(j.at("size"), "input spec 'size'");
   s.mean = j.at("mean").get<std::vector<double>>();
   s.std = j.at("std").get<std::vector<double>>();
+  if (j.contains("alpha")) s.alpha = schema::decode<data::Alpha>(j.at("alpha"), "input spec 'alpha'");
   return s;
 }
 

@@ -43,12 +43,24 @@ class ImageError : public std::runtime_error {
 };
 
 /// Options of `decode_image` / `read_image`.
+/// What decoding does with an image's alpha (transparency) channel.
+enum class Alpha {
+  drop,   ///< discard it, as PIL's convert("RGB") and so torchvision do: pixels keep the colour
+          ///< stored under them, which for many icons is one flat colour (the shape is in alpha)
+  white,  ///< composite over white, as an image viewer shows it: colour * a + 255 * (1 - a)
+};
+inline const char* to_string(Alpha a) { return a == Alpha::drop ? "drop" : "white"; }
+inline std::vector<Alpha> enum_values(Alpha) { return {Alpha::drop, Alpha::white}; }
+
 struct DecodeOptions {
   /// Largest width * height accepted, checked from the header before any pixel is decoded (a
   /// defence against decompression bombs). Default: PIL's limit, 89,478,485 pixels.
   TORCH_ARG(int64_t, max_pixels) = 89478485;
   /// Largest file size in bytes read from disk (default 1 GiB).
   TORCH_ARG(int64_t, max_file_bytes) = int64_t{1} << 30;
+  /// Images with an alpha channel (grey + alpha, RGBA): drop it (torchvision's) or composite
+  /// over white.
+  TORCH_ARG(Alpha, alpha) = Alpha::drop;
 };
 
 /// Image formats recognised from their first bytes.
@@ -113,7 +125,8 @@ torch::Tensor read_image(const std::filesystem::path& path,
 /// A (1, H, W) grey image as (3, H, W) RGB, other images unchanged: PIL's `convert("RGB")`.
 torch::Tensor to_rgb(const torch::Tensor& image);
 
-/// Writes a uint8 image (C, H, W), C = 1 or 3, as PNG; throws `ImageError` on failure.
+/// Writes a uint8 image (C, H, W) as PNG: C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA; throws
+/// `ImageError` on failure.
 void write_png(const std::filesystem::path& path, const torch::Tensor& image);
 
 /// Inflates gzip data (CRC checked); throws `ImageError` naming `source` if corrupt or truncated.

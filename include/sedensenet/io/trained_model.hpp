@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "sedensenet/util/json.hpp"
+#include "sedensenet/data/image.hpp"
 #include "sedensenet/data/transforms.hpp"
 #include "sedensenet/io/checkpoint_file.hpp"
 #include "sedensenet/io/model_config.hpp"
@@ -26,8 +27,13 @@ struct InputSpec {
   int64_t size = 32;
   std::vector<double> mean = data::imagenet_mean();
   std::vector<double> std = data::imagenet_std();
+  /// Transparent images: alpha dropped (torchvision's) or composited over white. Checkpoints
+  /// without it ("alpha" absent) were trained with alpha dropped.
+  data::Alpha alpha = data::Alpha::drop;
 
-  nlohmann::json to_json() const { return {{"size", size}, {"mean", mean}, {"std", std}}; }
+  nlohmann::json to_json() const { return {{"size", size}, {"mean", mean}, {"std", std}, {"alpha", to_string(alpha)}}; }
+  /// How images are decoded for this input (the alpha policy).
+  data::DecodeOptions decode_options() const { return data::DecodeOptions().alpha(alpha); }
   static InputSpec from_json(const nlohmann::json& j);
   /// The evaluation pipeline for this input.
   data::TransformPtr eval_transform() const;

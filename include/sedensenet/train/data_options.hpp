@@ -69,6 +69,9 @@ class DataOptions {
   TORCH_ARG(uint64_t, split_seed) = 0;
   /// Unbalanced classes: class-weighted loss, class-balanced sampling, or nothing.
   TORCH_ARG(Balance, balance) = Balance::automatic;
+  /// Transparent images (icons, logos): composited over white, or alpha dropped as torchvision
+  /// does (which leaves many icons one flat colour: their shape is in the alpha channel).
+  TORCH_ARG(data::Alpha, alpha) = data::Alpha::white;
 
  public:
 
@@ -95,6 +98,10 @@ class DataOptions {
           "unbalanced classes: auto (weights when the largest class has 1.5x the images of the smallest), "
           "none, weights (class-weighted loss) or sampler (class-balanced epochs)",
           any());
+    visit("alpha", &T::alpha_,
+          "transparent images: white (composited over white, as a viewer shows them) or drop (alpha discarded, "
+          "as torchvision does)",
+          any());
   }
 
   /// Throws, naming the option, its value and what is allowed, if any option is invalid.
@@ -102,12 +109,17 @@ class DataOptions {
 
   /// The image folder's options (split and bad-file policy).
   data::ImageFolderOptions folder_options() const {
-    return data::ImageFolderOptions().train_fraction(train_fraction_).split_seed(split_seed_).on_bad_file(bad_files_);
+    return data::ImageFolderOptions()
+        .train_fraction(train_fraction_)
+        .split_seed(split_seed_)
+        .on_bad_file(bad_files_)
+        .decode(input().decode_options());
   }
   /// The input the model is trained on: image_size, ImageNet mean and std.
   io::InputSpec input() const {
     io::InputSpec spec;
     spec.size = image_size_;
+    spec.alpha = alpha_;
     return spec;
   }
   /// The loader's options for the training side (shuffled with `seed`) or the test side (in order).
