@@ -71,10 +71,10 @@ EpochMetrics metrics(int64_t epoch, double top_share) {
 }  // namespace
 
 TEST_CASE("fit joins fields into lines of the width, breaking long ones at spaces", "[progress]") {
-  CHECK(ProgressPrinter::fit({"a b", "c"}, 40) == std::vector<std::string>{"a b | c"});
-  CHECK(ProgressPrinter::fit({"aaaaaaaa aaaaaaaa", "bbbb"}, 20) == std::vector<std::string>{"aaaaaaaa aaaaaaaa", "  bbbb"});
+  CHECK((ProgressPrinter::fit({"a b", "c"}, 40) == std::vector<std::string>{"a b | c"}));
+  CHECK((ProgressPrinter::fit({"aaaaaaaa aaaaaaaa", "bbbb"}, 20) == std::vector<std::string>{"aaaaaaaa aaaaaaaa", "  bbbb"}));
   const auto lines = ProgressPrinter::fit({"one two three four five six seven eight nine ten"}, 20);
-  CHECK(lines == std::vector<std::string>{"one two three four", "  five six seven", "  eight nine ten"});
+  CHECK((lines == std::vector<std::string>{"one two three four", "  five six seven", "  eight nine ten"}));
 }
 
 TEST_CASE("The bar and the epoch summary fit 60 and 80 columns; the ETA covers the run", "[progress]") {

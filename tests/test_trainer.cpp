@@ -530,7 +530,10 @@ TEST_CASE("best_metric picks the best epoch by accuracy, macro-F1 or loss; epoch
 TEST_CASE("Class weights weight the training loss as PyTorch's weighted cross-entropy", "[trainer][balance]") {
   CHECK(torch::allclose(class_balance_weights({10, 30}), torch::tensor({2.0f, 40.0f / 60.0f})));
   CHECK_THROWS_WITH(class_balance_weights({3, 0}), Contains("every class needs images"));
-  auto [x, y] = quadrant_task(64, 8);
+  // (not a structured binding: the lambda below captures them, which clang refuses in C++17)
+  const auto task = quadrant_task(64, 8);
+  const auto& x = task.first;
+  const auto& y = task.second;
   const auto skew = torch::tensor({4.0f, 0.25f, 0.25f, 0.25f});
   // One step of plain SGD (no momentum, decay or clipping) on one batch of 64.
   const auto step = [&](std::optional<torch::Tensor> weights) {
