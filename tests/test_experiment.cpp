@@ -20,9 +20,9 @@ namespace fs = std::filesystem;
 TEST_CASE("DataOptions: one schema gives JSON, defaults and checks that name the option",
           "[experiment][options]") {
   const auto defaults = DataOptions().to_json();
-  CHECK(defaults == nlohmann::json{{"image_size", 32},   {"augment", "reference"}, {"batch_size", 64},
+  CHECK((defaults == nlohmann::json{{"image_size", 32},   {"augment", "reference"}, {"batch_size", 64},
                                    {"workers", 0},       {"cache", false},         {"bad_files", "skip"},
-                                   {"train_fraction", 0.8}, {"split_seed", 0}, {"balance", "auto"}, {"alpha", "white"}});
+                                   {"train_fraction", 0.8}, {"split_seed", 0}, {"balance", "auto"}, {"alpha", "white"}}));
   auto changed = DataOptions().image_size(64).augment("strong").bad_files(data::BadFilePolicy::error).split_seed(7);
   CHECK(DataOptions::from_json(changed.to_json()).to_json() == changed.to_json());
   CHECK(DataOptions::from_json({{"batch_size", 16}}).batch_size() == 16);
@@ -64,7 +64,7 @@ TEST_CASE("Experiment sets up data, model and trainer from a folder, trains, and
   Experiment experiment(root, DenseNetOptions::densenet_bc(10, 4),
                         TrainerOptions().epochs(2).threads(2).lr(1e-3).run_dir(run.string()),
                         DataOptions().image_size(16).batch_size(8).workers(1).train_fraction(0.6), log);
-  CHECK(experiment.classes() == std::vector<std::string>{"cats", "dogs", "owls"});
+  CHECK((experiment.classes() == std::vector<std::string>{"cats", "dogs", "owls"}));
   CHECK_FALSE(experiment.splits().predefined);
   // The stratified split: 6 + 6 + 9 for training, the rest for testing.
   CHECK(experiment.splits().train.size().value() == 21);

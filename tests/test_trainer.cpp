@@ -463,8 +463,8 @@ TEST_CASE("A run folder holding a run is kept: refused unless resumed or overwri
   CHECK_THROWS_WITH(second.fit(train), Contains("run folder " + dir.path().string() + " already holds a run (last.pt, best.pt") &&
                                            Contains("resume") && Contains("overwrite"));
   CHECK(io::read_text_file(dir / "best.pt") == best);
-  CHECK(RunFolder(dir.path()).run_files() == std::vector<std::string>{"last.pt", "best.pt", "history.csv", "history.jsonl",
-                                                                      "loss.svg", "accuracy.svg", "lr.svg"});
+  CHECK((RunFolder(dir.path()).run_files() == std::vector<std::string>{"last.pt", "best.pt", "history.csv", "history.jsonl",
+                                                                      "loss.svg", "accuracy.svg", "lr.svg"}));
 
   // A resumed run continues it.
   Trainer resumed(tiny_net(), TrainerOptions(options).epochs(2));
