@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string>
 
+#include "sedensenet/data/split_record.hpp"
 #include "sedensenet/io/files.hpp"
 #include "sedensenet/io/trained_model.hpp"
 #include "sedensenet/train.hpp"
@@ -74,7 +75,7 @@ TEST_CASE("Experiment sets up data, model and trainer from a folder, trains, and
   {
     torch::NoGradGuard no_grad;
     experiment.model()->eval();
-    CHECK(experiment.model()->forward(torch::zeros({1, 3, 16, 16})).sizes() == torch::IntArrayRef{1, 3});
+    CHECK((experiment.model()->forward(torch::zeros({1, 3, 16, 16})).sizes() == torch::IntArrayRef{1, 3}));
   }
 
   experiment.add_metadata({{"note", "from the test"}});
