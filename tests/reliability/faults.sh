@@ -51,7 +51,9 @@ finish() {
   if [ -e "$dir/last.pt" ]; then
     "$tool" train --resume "$dir" > "$work/finish.txt" 2>&1
   else
-    "$tool" train "$data" "${options[@]}" --run-dir "$dir" > "$work/finish.txt" 2>&1
+    # No last.pt: killed before the first one was complete. The folder may hold best.pt, which
+    # the tool keeps unless told: restarting the run replaces it explicitly.
+    "$tool" train "$data" "${options[@]}" --run-dir "$dir" --overwrite > "$work/finish.txt" 2>&1
   fi
   local code=$?
   if [ $code -ne 0 ]; then fail "$what: finishing the run exited $code"; tail -5 "$work/finish.txt"; return 1; fi
