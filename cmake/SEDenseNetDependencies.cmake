@@ -6,6 +6,22 @@ include(${CMAKE_CURRENT_LIST_DIR}/SEDenseNetLibTorch.cmake)
 find_package(ZLIB REQUIRED)
 find_package(OpenMP)
 set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
+# ONNX export (optional): Debian's libonnx-dev and the protobuf it was built with. Its classes live
+# in namespace onnx; LibTorch's own copy is onnx_torch and exports no protobuf symbols, so both
+# load in one process.
+option(SEDENSENET_ONNX "Build ONNX export when libonnx-dev is installed" ON)
+set(SEDENSENET_WITH_ONNX OFF)
+if(SEDENSENET_ONNX)
+  find_package(Protobuf QUIET)
+  if(Protobuf_FOUND)
+    find_package(ONNX CONFIG QUIET)
+  endif()
+  if(ONNX_FOUND AND TARGET onnx)
+    set(SEDENSENET_WITH_ONNX ON)
+  else()
+    message(STATUS "SEDenseNet: ONNX export off (install libonnx-dev for it)")
+  endif()
+endif()
 # A LibTorch that ships its own OpenMP runtime (PyPI's wheel: torch/lib/libgomp.so.1) loads that
 # one; ours is the same runtime then, not the compiler's copy (one OpenMP runtime per process).
 if(OpenMP_CXX_FOUND AND EXISTS "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1"

@@ -18,6 +18,7 @@
 #include "sedensenet/io/state_dict.hpp"
 #include "sedensenet/io/trained_model.hpp"
 #include "sedensenet/nn.hpp"
+#include "sedensenet/serve.hpp"
 #include "sedensenet/train.hpp"
 #include "sedensenet/util/allocator.hpp"
 #include "sedensenet/util/errors.hpp"

@@ -227,17 +227,26 @@ torch::Tensor decode_image(const uint8_t* data, size_t size, const std::string& 
   }
   auto hwc = torch::from_blob(decoded.pixels.data(),
                               {decoded.height, decoded.width, decoded.channels}, torch::kUInt8);
-  const int64_t keep = decoded.channels <= 2 ? 1 : 3;
-  const bool has_alpha = decoded.channels == 2 || decoded.channels == 4;
-  if (has_alpha && options.alpha() == Alpha::white) {
-    // colour * a + 255 * (1 - a), in float, rounded to the nearest (a new tensor: `decoded` is freed on return).
+  // A new tensor: `decoded` is freed on return.
+  return image_from_pixels(hwc, options.alpha());
+}
+
+torch::Tensor image_from_pixels(const torch::Tensor& hwc, Alpha alpha) {
+  TORCH_CHECK(hwc.dim() == 3 && hwc.scalar_type() == torch::kUInt8 && hwc.size(2) >= 1 &&
+                  hwc.size(2) <= 4,
+              "image_from_pixels: expected uint8 pixels (H, W, C) with C = 1 to 4, got ",
+              hwc.sizes(), " ", hwc.scalar_type());
+  const int64_t channels = hwc.size(2);
+  const int64_t keep = channels <= 2 ? 1 : 3;
+  const bool has_alpha = channels == 2 || channels == 4;
+  if (has_alpha && alpha == Alpha::white) {
+    // colour * a + 255 * (1 - a), in float, rounded to the nearest.
     const auto chw = hwc.permute({2, 0, 1}).to(torch::kFloat);
     const auto a = chw.narrow(0, keep, 1) / 255.0f;
     return (chw.narrow(0, 0, keep) * a + 255.0f * (1.0f - a)).round_().clamp_(0, 255).to(torch::kUInt8);
   }
-  // Drop alpha. Copy out of `decoded` (freed on return); contiguous() alone would not copy a
-  // single channel.
-  auto image = torch::empty({keep, decoded.height, decoded.width}, torch::kUInt8);
+  // Drop alpha. Always a copy (contiguous() alone would not copy a single channel).
+  auto image = torch::empty({keep, hwc.size(0), hwc.size(1)}, torch::kUInt8);
   image.copy_(hwc.narrow(2, 0, keep).permute({2, 0, 1}));
   return image;
 }

@@ -113,6 +113,11 @@ torch::Tensor decode_image(const uint8_t* data, size_t size, const std::string& 
 torch::Tensor decode_image(const std::vector<uint8_t>& bytes, const std::string& source,
                            const DecodeOptions& options = {});
 
+/// Pixels as a decoded image: `hwc` is uint8 (H, W, C), any strides, with C = 1 (grey), 2 (grey,
+/// alpha), 3 (RGB) or 4 (RGBA). Returns an owned (1 or 3, H, W) image, alpha dropped or composited
+/// over white as `alpha` says: what `decode_image` returns for a file with those pixels.
+torch::Tensor image_from_pixels(const torch::Tensor& hwc, Alpha alpha = Alpha::drop);
+
 /// Reads a whole file; throws `ImageError` naming the file if it is missing, unreadable, or
 /// larger than `max_bytes`.
 std::vector<uint8_t> read_file(const std::filesystem::path& path,
