@@ -19,6 +19,9 @@ SEDENSENET_PACKAGES=(
   python3-torch python3-torchvision python3-pil python3-numpy
   # The virtual environment holding LibTorch 2.x for the second build (scripts/setup-torch2.sh).
   python3-venv
+  # ONNX export (libonnx-dev, with protobuf), and OpenCV's DNN module, which the tests run the
+  # exported files in.
+  libonnx-dev libprotobuf-dev libopencv-dnn-dev libopencv-core-dev
   # The real dataset the demo trains on.
   dataset-fashion-mnist
   # The sanitizer and fuzzing build of the test command (clang with libFuzzer and ASan/UBSan).

@@ -34,6 +34,7 @@ std::unique_ptr<Command> predict_command();
 std::unique_ptr<Command> prepare_command();
 std::unique_ptr<Command> info_command();
 std::unique_ptr<Command> convert_command();
+std::unique_ptr<Command> export_command();
 
 /// The command line as given (the distributed launcher starts its workers with it).
 extern std::vector<std::string> g_arguments;

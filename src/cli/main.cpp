@@ -29,6 +29,7 @@ int main(int argc, char** argv) {
   commands.push_back(prepare_command());
   commands.push_back(info_command());
   commands.push_back(convert_command());
+  commands.push_back(export_command());
   std::vector<CLI::App*> subcommands;
   for (auto& command : commands) subcommands.push_back(command->add_to(app));
 

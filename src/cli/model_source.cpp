@@ -4,8 +4,8 @@
 
 namespace sedensenet::cli {
 
-void ModelSource::add_options(CLI::App* command) {
-  command->add_option("--weights", weights, "best.pt or last.pt of a run folder, or a PyTorch "
+void ModelSource::add_options(CLI::App* command, bool weights_positional) {
+  command->add_option(weights_positional ? "weights" : "--weights", weights, "best.pt or last.pt of a run folder, or a PyTorch "
                       "state dict file (torch.save(model.state_dict()); then give --preset)")->required();
   command->add_option("--preset", preset, "architecture of a PyTorch state dict file");
   command->add_option("--image-size", image_size, "input size for a PyTorch state dict file (default: 32 CIFAR style, 224 ImageNet style)")->check(CLI::Range(int64_t{0}, int64_t{4096}));

@@ -21,8 +21,9 @@ struct ModelSource {
   std::vector<std::string> class_names;
   std::string device = "cpu";
 
-  /// --weights, --preset, --image-size, --se-reduction, --se-gate, --class-names, --device.
-  void add_options(CLI::App* command);
+  /// --weights (or a first positional argument, `weights_positional`), --preset, --image-size,
+  /// --se-reduction, --se-gate, --class-names, --device.
+  void add_options(CLI::App* command, bool weights_positional = false);
   /// The model, on --device; `folder_classes` name a state dict's classes when --class-names
   /// does not.
   io::TrainedModel load(const std::vector<std::string>& folder_classes = {}) const;

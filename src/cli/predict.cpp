@@ -1,7 +1,7 @@
 // sedensenet predict: top-k classes for image files or folders.
 #include <sedensenet/data.hpp>
 #include <sedensenet/io/files.hpp>
-#include <sedensenet/train/trainer.hpp>
+#include <sedensenet/serve/classifier.hpp>
 #include <sedensenet/util/threads.hpp>
 
 #include <fmt/format.h>
@@ -57,34 +57,19 @@ class Predict : public Command {
       }
     }
     if (files.empty()) throw UsageError("predict: no image files found in the given paths");
-    const auto transform = trained.input.eval_transform();
-    const auto k = std::min<int64_t>(top_k, trained.options.num_classes());
+    // The inference path: batch norm folded, no autograd (serve::InferenceGraph).
+    const Classifier classifier(trained, ClassifierOptions().device(device).batch_size(batch_size));
     json results = json::array();
-    torch::NoGradGuard no_grad;
-    data::Rng rng(0);
-    for (size_t start = 0; start < files.size(); start += static_cast<size_t>(batch_size)) {
-      const size_t end = std::min(files.size(), start + static_cast<size_t>(batch_size));
-      std::vector<torch::Tensor> images;
-      for (size_t i = start; i < end; ++i) images.push_back(transform->apply(data::read_image(files[i], trained.input.decode_options()), rng));
-      auto probabilities = torch::softmax(trained.model->forward(torch::stack(images).to(device)), 1).cpu();
-      auto [values, indices] = probabilities.topk(k, 1);
-      for (size_t i = start; i < end; ++i) {
-        const auto row = static_cast<int64_t>(i - start);
-        json top = json::array();
-        std::string line = files[i].string() + ":";
-        for (int64_t j = 0; j < k; ++j) {
-          const auto index = indices[row][j].item<int64_t>();
-          const auto name = static_cast<size_t>(index) < trained.classes.size()
-                                ? trained.classes[static_cast<size_t>(index)]
-                                : std::to_string(index);
-          const double p = values[row][j].item<double>();
-          top.push_back({{"class", name}, {"index", index}, {"probability", p}});
-          line += fmt::format(" {} {:.1f}%", name, 100 * p);
-          if (j + 1 < k) line += ",";
-        }
-        results.push_back({{"file", files[i].string()}, {"top", top}});
-        if (!as_json) fmt::print("{}\n", line);
+    const auto predictions = classifier.predict(files, top_k);
+    for (size_t i = 0; i < files.size(); ++i) {
+      json top = json::array();
+      std::string line = files[i].string() + ":";
+      for (const auto& c : predictions[i].top) {
+        top.push_back({{"class", c.name}, {"index", c.index}, {"probability", c.probability}});
+        line += fmt::format("{} {} {:.1f}%", line.back() == ':' ? "" : ",", c.name, 100 * c.probability);
       }
+      results.push_back({{"file", files[i].string()}, {"top", top}});
+      if (!as_json) fmt::print("{}\n", line);
     }
     if (as_json) fmt::print("{}\n", results.dump(2));
     return 0;

@@ -199,6 +199,17 @@ assert len(top) == 3 and abs(sum(t["probability"] for t in top)) <= 1.0 + 1e-6
 assert all(t["class"] in ("Ankle_boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt", "Sneaker", "T-shirt_top", "Trouser") for t in top)
 PY
 
+# export: ONNX and TorchScript (the files are run by ONNX Runtime, OpenCV and Python in
+# test_serve.cpp); nothing is overwritten unasked.
+expect_ok "export onnx" "$tool" export "$work/run/best.pt" "$work/model.onnx"
+contains "$work/out.txt" "ONNX opset 13"
+contains "$work/out.txt" "10 classes recorded"
+expect_ok "export torchscript" "$tool" export "$work/run/best.pt" "$work/model.ts"
+contains "$work/out.txt" "checked: torch::jit::load runs it"
+expect_error "export over a file" "add --overwrite" "$tool" export "$work/run/best.pt" "$work/model.onnx"
+expect_ok "export --overwrite" "$tool" export "$work/run/best.pt" "$work/model.onnx" --overwrite
+expect_error "export: unknown extension" "--format onnx" "$tool" export "$work/run/best.pt" "$work/model.bin"
+
 # info
 expect_ok "info preset" "$tool" info --preset densenet121 --se-reduction 0 --classes 1000
 contains "$work/out.txt" "parameters: 7978856"
