@@ -1,8 +1,11 @@
-// Classify images with a trained model: the weights file records the architecture, the class names
-// and the input pipeline, so nothing else is needed.
+// Classify images with a trained model through the inference path (sedensenet::Classifier): the
+// weights file records the architecture, the class names and the preprocessing, so nothing else is
+// needed. Batch norm is folded into the convolutions and autograd is off (docs/deploy.md).
 //
 //   predict WEIGHTS IMAGE...
-#include <sedensenet/sedensenet.hpp>
+#include <sedensenet/serve.hpp>
+#include <sedensenet/util/errors.hpp>
+#include <sedensenet/util/threads.hpp>
 
 #include <cstdio>
 #include <iostream>
@@ -12,25 +15,17 @@ int main(int argc, char** argv) try {
     std::cerr << "usage: predict WEIGHTS IMAGE...\n";
     return 2;
   }
-  sedensenet::set_num_threads(0);
+  sedensenet::set_num_threads(0);  // one LibTorch thread per core
 
-  // 1. The model, its classes and its evaluation pipeline, from the checkpoint.
-  auto trained = sedensenet::io::load_trained_model(argv[1]);
-  auto transform = trained.input.eval_transform();
+  // 1. One call: model, classes and preprocessing from the checkpoint.
+  const auto classifier = sedensenet::Classifier::load(argv[1]);
 
-  // 2. Each image: decode, transform, forward, softmax, top 3.
-  torch::NoGradGuard no_grad;
-  sedensenet::data::Rng rng(0);  // the eval pipeline is deterministic; transforms take an Rng
-  for (int i = 2; i < argc; ++i) {
-    auto image = transform->apply(sedensenet::data::read_image(argv[i]), rng);
-    auto probabilities = torch::softmax(trained.model->forward(image.unsqueeze(0)), 1)[0];
-    auto [values, indices] = probabilities.topk(std::min<int64_t>(3, probabilities.size(0)));
-    std::printf("%s:", argv[i]);
-    for (int64_t k = 0; k < values.size(0); ++k) {
-      const auto c = indices[k].item<int64_t>();
-      std::printf(" %s %.1f%%", trained.classes.at(static_cast<size_t>(c)).c_str(),
-                  100 * values[k].item<double>());
-    }
+  // 2. All images at once: decoded in parallel, run in batches of 32, top 3 each.
+  const std::vector<std::filesystem::path> files(argv + 2, argv + argc);
+  const auto predictions = classifier.predict(files, /*k=*/3);
+  for (size_t i = 0; i < files.size(); ++i) {
+    std::printf("%s:", files[i].c_str());
+    for (const auto& c : predictions[i].top) std::printf(" %s %.1f%%", c.name.c_str(), 100 * c.probability);
     std::printf("\n");
   }
   return 0;
