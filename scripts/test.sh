@@ -49,13 +49,17 @@ build_and_test() {
 }
 ctest_args=("$@")
 
+# The virtual environment of the LibTorch 2.x build also holds onnx and onnxruntime, which the
+# ONNX export tests of every build run the exported files in.
+began=$(date +%s)
+python2=$(scripts/setup-torch2.sh)
+echo "test.sh: LibTorch 2.x / ONNX Runtime set-up $(( $(date +%s) - began)) s"
+
 # Every build compiles the crash-safety tests' fault injection (a test-only option).
-build_and_test "LibTorch 1.13 (Debian)" "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSEDENSENET_FAULT_INJECTION=ON
+build_and_test "LibTorch 1.13 (Debian)" "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DSEDENSENET_FAULT_INJECTION=ON \
+  -DSEDENSENET_ONNX_PYTHON="$python2"
 
 if [[ "${TORCH2:-1}" != 0 ]]; then
-  began=$(date +%s)
-  python2=$(scripts/setup-torch2.sh)
-  echo "test.sh: LibTorch 2.x set-up $(( $(date +%s) - began)) s"
   build_and_test "LibTorch 2.x (PyPI wheel)" "${TORCH2_DIR:-build-torch2}" -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$("$python2" -c 'import torch; print(torch.utils.cmake_prefix_path)')" \
     -DSEDENSENET_PYTHON="$python2" -DSEDENSENET_FAULT_INJECTION=ON

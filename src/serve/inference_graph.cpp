@@ -52,14 +52,23 @@ ScaleShiftReLU fold(const BatchNorm2dImpl& norm) {
   return {scale, shift};
 }
 
+/// The numbers of a convolution's padding (null for 'same'/'valid'). LibTorch 1.13 keeps it in a
+/// c10::variant, 2.x in a std::variant: unqualified get_if finds whichever applies.
+template <typename Padding>
+const torch::ExpandingArray<2>* explicit_padding(const Padding& padding) {
+  using namespace c10;  // NOLINT(google-build-using-namespace)
+  using namespace std;  // NOLINT(google-build-using-namespace)
+  return get_if<torch::ExpandingArray<2>>(&padding);
+}
+
 Convolution convolution(const Conv2dImpl& conv) {
   const auto& o = conv.options;
   Convolution out;
   out.weight = conv.weight.detach().to(torch::kFloat32).clone();
   if (conv.bias.defined()) out.bias = conv.bias.detach().to(torch::kFloat32).clone();
   out.stride = (*o.stride())[0];
-  const auto* padding = c10::get_if<torch::ExpandingArray<2>>(&o.padding());
-  if (padding == nullptr) unsupported("a convolution with string padding");
+  const auto* padding = explicit_padding(o.padding());
+  if (padding == nullptr) unsupported("a convolution with 'same' or 'valid' padding");
   out.padding = (**padding)[0];
   return out;
 }
