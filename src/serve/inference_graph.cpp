@@ -1,6 +1,7 @@
 #include "sedensenet/serve/inference_graph.hpp"
 
 #include <torch/nn/modules/batchnorm.h>
+#include <ATen/Context.h>
 #include <torch/nn/modules/conv.h>
 
 #include <cmath>
@@ -64,7 +65,7 @@ const torch::ExpandingArray<2>* explicit_padding(const Padding& padding) {
 Convolution convolution(const Conv2dImpl& conv) {
   const auto& o = conv.options;
   Convolution out;
-  out.weight = conv.weight.detach().to(torch::kFloat32).clone();
+  out.weight = conv.weight.detach().to(torch::kFloat32).contiguous(torch::MemoryFormat::ChannelsLast);
   if (conv.bias.defined()) out.bias = conv.bias.detach().to(torch::kFloat32).clone();
   out.stride = (*o.stride())[0];
   const auto* padding = explicit_padding(o.padding());
@@ -81,7 +82,7 @@ Convolution fold_into(const Conv2dImpl& conv, const BatchNorm2dImpl& norm) {
   auto weight = conv.weight.detach().to(torch::kFloat64) * folded.scale.view({-1, 1, 1, 1});
   auto bias = folded.shift;
   if (conv.bias.defined()) bias = bias + conv.bias.detach().to(torch::kFloat64) * folded.scale;
-  out.weight = weight.to(torch::kFloat32);
+  out.weight = weight.to(torch::kFloat32).contiguous(torch::MemoryFormat::ChannelsLast);
   out.bias = bias.to(torch::kFloat32);
   return out;
 }
@@ -152,25 +153,52 @@ void for_each_tensor(Graph& g, Visit&& visit) {
 
 torch::Tensor channel_view(const torch::Tensor& t) { return t.view({1, -1, 1, 1}); }
 
-torch::Tensor apply(const ScaleShiftReLU& n, const torch::Tensor& x) {
-  // One pass and one allocation: shift + x * scale, then ReLU in place.
-  return torch::addcmul(channel_view(n.shift), x, channel_view(n.scale)).relu_();
+/// shift + x * scale, then ReLU in place: one pass and one allocation, in `format` (a channel
+/// slice of a channels-last block output would otherwise come out contiguous, and the next
+/// convolution would convert it back).
+torch::Tensor apply(const ScaleShiftReLU& n, const torch::Tensor& x,
+                    torch::MemoryFormat format = torch::MemoryFormat::Contiguous) {
+  auto out = torch::empty(x.sizes(), x.options().memory_format(format));
+  torch::addcmul_out(out, channel_view(n.shift), x, channel_view(n.scale));
+  return out.relu_();
 }
 
-torch::Tensor apply(const Convolution& c, const torch::Tensor& x) {
-  return torch::conv2d(x, c.weight, c.bias, c.stride, c.padding);
-}
+/// How the convolutions run. On a CPU with oneDNN (MKLDNN): channels-last tensors and oneDNN's
+/// convolution called directly. LibTorch's conv2d sends small inputs (batch 1, late blocks) to a
+/// slow im2col path and converts NCHW inputs for oneDNN at every call; measured on 2 cores, this
+/// is 1.4x (demo model, batch 1) to 2.4x (DenseNet-121, batch 1) faster (docs/benchmarks.md).
+/// Elsewhere (CUDA, builds without oneDNN): conv2d on contiguous tensors.
+struct Backend {
+  bool onednn = false;
+  torch::MemoryFormat format = torch::MemoryFormat::Contiguous;
+  explicit Backend(const torch::Tensor& x) {
+    onednn = x.device().is_cpu() && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn();
+    if (onednn) format = torch::MemoryFormat::ChannelsLast;
+  }
+  torch::Tensor conv(const Convolution& c, const torch::Tensor& x) const {
+    if (onednn) {
+      return torch::mkldnn_convolution(x, c.weight, c.bias, {c.padding, c.padding},
+                                       {c.stride, c.stride}, {1, 1}, 1);
+    }
+    return torch::conv2d(x, c.weight, c.bias, c.stride, c.padding);
+  }
+};
 
 /// Writes layer `layer`'s new channels into `slot` (a channel slice of the block output).
-void run_layer(const DenseLayerGraph& layer, const torch::Tensor& input, torch::Tensor slot) {
-  auto bottleneck = apply(layer.conv1, apply(layer.norm1, input)).relu_();
-  auto fresh = apply(layer.conv2, bottleneck);
+void run_layer(const Backend& backend, const DenseLayerGraph& layer, const torch::Tensor& input,
+               torch::Tensor slot) {
+  auto bottleneck = backend.conv(layer.conv1, apply(layer.norm1, input, backend.format)).relu_();
+  auto fresh = backend.conv(layer.conv2, bottleneck);
   if (!layer.has_se) {
     slot.copy_(fresh);
     return;
   }
-  auto squeezed = fresh.mean({2, 3});
-  auto gate = torch::linear(torch::linear(squeezed, layer.se.fc1).relu_(), layer.se.fc2).sigmoid_();
+  // gate = sigmoid(fc2 relu(fc1 mean)). ReLU commutes with a positive factor, so the mean's
+  // 1 / (H W) moves to the C-element result: a sum and two small products, no division pass
+  // over the map.
+  const double area = static_cast<double>(fresh.size(2) * fresh.size(3));
+  auto hidden = torch::mm(fresh.sum({2, 3}), layer.se.fc1.t()).relu_();
+  auto gate = torch::mm(hidden, layer.se.fc2.t()).mul_(1.0 / area).sigmoid_();
   if (layer.se.gate == SEGate::scaled_sigmoid) gate.mul_(2.0);
   torch::mul_out(slot, fresh, gate.view({fresh.size(0), fresh.size(1), 1, 1}));
 }
@@ -231,23 +259,26 @@ torch::Tensor InferenceGraph::forward(const torch::Tensor& images) const {
   TORCH_CHECK(images.dim() == 4 && images.size(1) == 3,
               "InferenceGraph::forward expects images (N, 3, H, W), got ", images.sizes());
   c10::InferenceMode inference;
-  auto x = apply(stem, images.to(torch::kFloat32));
+  const Backend backend(images);
+  auto x = backend.conv(stem, images.to(torch::kFloat32).contiguous(backend.format));
   if (imagenet_stem) x = torch::max_pool2d(x.relu_(), 3, 2, 1);
   for (size_t b = 0; b < blocks.size(); ++b) {
     const auto& block = blocks[b];
     TORCH_CHECK(x.size(1) == block.in_channels, "InferenceGraph: block ", b, " expects ",
                 block.in_channels, " channels, got ", x.size(1));
-    auto out = torch::empty({x.size(0), block.out_channels(), x.size(2), x.size(3)}, x.options());
+    auto out = torch::empty({x.size(0), block.out_channels(), x.size(2), x.size(3)},
+                            x.options().memory_format(backend.format));
     out.narrow(1, 0, block.in_channels).copy_(x);
     int64_t channels = block.in_channels;
     for (const auto& layer : block.layers) {
-      run_layer(layer, out.narrow(1, 0, channels), out.narrow(1, channels, block.growth_rate));
+      run_layer(backend, layer, out.narrow(1, 0, channels),
+                out.narrow(1, channels, block.growth_rate));
       channels += block.growth_rate;
     }
     x = out;
     if (b < transitions.size()) {
       const auto& t = transitions[b];
-      x = apply(t.conv, torch::avg_pool2d(apply(t.norm, x), 2, 2));
+      x = backend.conv(t.conv, torch::avg_pool2d(apply(t.norm, x, backend.format), 2, 2));
     }
   }
   auto pooled = apply(norm5, x).mean({2, 3});

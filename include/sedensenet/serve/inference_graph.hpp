@@ -17,6 +17,9 @@
 ///   concatenating all earlier maps again for every layer.
 /// Dropout is the identity in inference and disappears. Standard and efficient (`MemoryMode`)
 /// models have the same parameters and lower to the same graph.
+///
+/// On a CPU with oneDNN, `forward` keeps every map channels-last and calls oneDNN's convolution
+/// directly (convolution weights are stored channels-last for it); elsewhere it uses conv2d.
 
 #include <torch/types.h>
 
