@@ -4,7 +4,7 @@ folder (top-1 and speed).
 
     sedensenet export runs/my-run/best.pt model.onnx
     python3 quantize_onnx.py model.onnx model.int8.onnx --calibrate photos/ [--images 256]
-                             [--evaluate photos_test/] [--threads 2]
+                             [--evaluate photos_test/ [--per-class N]] [--threads 2]
 
 Needs: pip install onnxruntime onnx numpy pillow. The calibration folder is any folder of images
 (searched recursively); the evaluation folder has one sub-folder per class, named as the classes
@@ -61,11 +61,12 @@ def session(path, threads):
     return onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def evaluate(paths, folder, meta, threads):
+def evaluate(paths, folder, meta, threads, per_class=0):
     classes = meta["classes"]
     files, labels = [], []
     for label, name in enumerate(classes):
-        for f in image_files(os.path.join(folder, name)):
+        found = image_files(os.path.join(folder, name))
+        for f in found[:per_class] if per_class > 0 else found:
             files.append(f)
             labels.append(label)
     if not files:
@@ -110,6 +111,7 @@ def main():
     p.add_argument("--calibrate", required=True, help="folder of images for the activation ranges")
     p.add_argument("--images", type=int, default=256, help="calibration images (evenly spread)")
     p.add_argument("--evaluate", help="labelled folder: compare float and int8")
+    p.add_argument("--per-class", type=int, default=0, help="evaluate at most this many images per class")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--overwrite", action="store_true")
     a = p.parse_args()
@@ -129,7 +131,7 @@ def main():
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
     print(f"wrote {a.output} (int8, calibrated on {len(files)} images of {a.calibrate})")
     if a.evaluate:
-        evaluate({"float": a.model, "int8": a.output}, a.evaluate, meta, a.threads)
+        evaluate({"float": a.model, "int8": a.output}, a.evaluate, meta, a.threads, a.per_class)
 
 
 if __name__ == "__main__":

@@ -40,4 +40,13 @@ for other_path in sys.argv[2:]:
         assert all(abs(p - q) <= 0.2 for (_, p), (_, q) in zip(top, other[name])), (other_path, name, top, other[name])
 print(f"{len(ours)} images: the same top 3 from sedensenet predict, TorchScript and ONNX Runtime")
 PY
+# int8: ONNX Runtime's quantizer, calibrated on a few of the images, compared on a few per class.
+"$onnx_python" "$examples/deploy/quantize_onnx.py" "$work/model.onnx" "$work/model.int8.onnx" \
+  --calibrate "$images" --images 16 --evaluate "$images" --per-class 4 > "$work/int8.txt" 2>&1 \
+  || { cat "$work/int8.txt"; fail "quantize_onnx.py"; }
+grep -q "int8 agrees with float on" "$work/int8.txt" || { cat "$work/int8.txt"; fail "quantize_onnx.py: no comparison"; }
+"$onnx_python" "$examples/deploy/quantize_onnx.py" "$work/model.onnx" "$work/model.int8.onnx" \
+  --calibrate "$images" > "$work/int8.txt" 2>&1 && fail "quantize_onnx.py overwrote its output"
+grep -q "already exists" "$work/int8.txt" || fail "quantize_onnx.py: no message for an existing output"
+
 [ $failures -eq 0 ] && echo "deploy: all passed" || { echo "deploy: $failures failed"; exit 1; }
