@@ -10,6 +10,7 @@
 #include "sedensenet/data/loader.hpp"
 #include "sedensenet/data/transforms.hpp"
 #include "sedensenet/nn.hpp"
+#include "sedensenet/serve/inference_graph.hpp"
 #include "sedensenet/util/memory.hpp"
 #include "sedensenet/util/torch_compat.hpp"
 #include "support/image_tree.hpp"
@@ -138,3 +139,15 @@ TEST_CASE("CUDA: a one-rank NCCL process group reduces device tensors", "[cuda][
   CHECK(torch::equal(t.cpu(), torch::arange(8, torch::kFloat)));
 }
 #endif
+
+TEST_CASE("CUDA: the inference graph on the GPU gives the CPU graph's logits", "[cuda][serve]") {
+  torch::manual_seed(4);
+  sedensenet::DenseNet net(sedensenet::DenseNetOptions::densenet_bc(16, 8).num_classes(5));
+  net->eval();
+  const auto cpu = sedensenet::serve::InferenceGraph::lower(net);
+  const auto gpu = cpu.to(torch::kCUDA);
+  const auto x = torch::randn({4, 3, 32, 32});
+  const auto expected = cpu.forward(x);
+  const auto logits = gpu.forward(x.to(torch::kCUDA)).cpu();
+  CHECK((logits - expected).abs().max().item<double>() <= 1e-4);
+}
