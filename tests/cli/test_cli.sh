@@ -201,13 +201,16 @@ PY
 
 # export: ONNX and TorchScript (the files are run by ONNX Runtime, OpenCV and Python in
 # test_serve.cpp); nothing is overwritten unasked.
-expect_ok "export onnx" "$tool" export "$work/run/best.pt" "$work/model.onnx"
-contains "$work/out.txt" "ONNX opset 13"
-contains "$work/out.txt" "10 classes recorded"
 expect_ok "export torchscript" "$tool" export "$work/run/best.pt" "$work/model.ts"
 contains "$work/out.txt" "checked: torch::jit::load runs it"
-expect_error "export over a file" "add --overwrite" "$tool" export "$work/run/best.pt" "$work/model.onnx"
-expect_ok "export --overwrite" "$tool" export "$work/run/best.pt" "$work/model.onnx" --overwrite
+contains "$work/out.txt" "10 classes recorded"
+expect_error "export over a file" "add --overwrite" "$tool" export "$work/run/best.pt" "$work/model.ts"
+if "$tool" export "$work/run/best.pt" "$work/model.onnx" > "$work/out.txt" 2>&1; then
+  contains "$work/out.txt" "ONNX opset 13"
+  expect_ok "export --overwrite" "$tool" export "$work/run/best.pt" "$work/model.onnx" --overwrite
+else  # a build without libonnx-dev says how to get it
+  contains "$work/out.txt" "apt-get install libonnx-dev"
+fi
 expect_error "export: unknown extension" "--format onnx" "$tool" export "$work/run/best.pt" "$work/model.bin"
 
 # info
