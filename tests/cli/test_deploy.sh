@@ -16,14 +16,17 @@ mapfile -t files < <(find "$images" -name '*.png' | sort | head -12)
 
 "$tool" export "$weights" "$work/model.ts" > "$work/export.txt" 2>&1 || { cat "$work/export.txt"; fail "export torchscript"; }
 "$tool" export "$weights" "$work/model.onnx" >> "$work/export.txt" 2>&1 || { cat "$work/export.txt"; fail "export onnx"; }
-"$tool" predict --weights "$weights" --threads 2 "${files[@]}" > "$work/ours.txt" 2>&1 || { cat "$work/ours.txt"; fail "predict"; }
-"$torch_python" "$examples/deploy/torchscript_predict.py" "$work/model.ts" "${files[@]}" > "$work/torchscript.txt" 2>&1 \
-  || { cat "$work/torchscript.txt"; fail "torchscript_predict.py (with $torch_python)"; }
-"$onnx_python" "$examples/deploy/onnxruntime_predict.py" "$work/model.onnx" "${files[@]}" > "$work/onnx.txt" 2>&1 \
-  || { cat "$work/onnx.txt"; fail "onnxruntime_predict.py (with $onnx_python)"; }
+# The predictions go to stdout; warnings (PyTorch 2.x deprecates torch.jit.load in favour of
+# torch.export) to stderr, shown when a step fails.
+"$tool" predict --weights "$weights" --threads 2 "${files[@]}" > "$work/ours.txt" 2> "$work/ours.err" \
+  || { cat "$work/ours.txt" "$work/ours.err"; fail "predict"; }
+"$torch_python" "$examples/deploy/torchscript_predict.py" "$work/model.ts" "${files[@]}" > "$work/torchscript.txt" \
+  2> "$work/torchscript.err" || { cat "$work/torchscript.txt" "$work/torchscript.err"; fail "torchscript_predict.py (with $torch_python)"; }
+"$onnx_python" "$examples/deploy/onnxruntime_predict.py" "$work/model.onnx" "${files[@]}" > "$work/onnx.txt" \
+  2> "$work/onnx.err" || { cat "$work/onnx.txt" "$work/onnx.err"; fail "onnxruntime_predict.py (with $onnx_python)"; }
 
 # Same classes in the same order for every image, probabilities within 0.2 points (printed to 0.1).
-"$onnx_python" - "$work/ours.txt" "$work/torchscript.txt" "$work/onnx.txt" <<'PY' || fail "the three ways disagree"
+"$onnx_python" - "$work/ours.txt" "$work/torchscript.txt" "$work/onnx.txt" <<'PY' || { cat "$work"/*.err; fail "the three ways disagree"; }
 import sys
 def parse(path):
     out = {}
