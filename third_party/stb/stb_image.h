@@ -2053,6 +2053,8 @@ static void stbi__build_fast_ac(stbi__int16 *fast_ac, stbi__huffman *h)
 
 static void stbi__grow_buffer_unsafe(stbi__jpeg *j)
 {
+   // SEDenseNet check 5: never shift by a negative or too large count (a corrupt stream).
+   if (j->code_bits < 0 || j->code_bits > 24) { j->code_bits = 0; j->code_buffer = 0; j->nomore = 1; return; }
    do {
       unsigned int b = j->nomore ? 0 : stbi__get8(j->s);
       if (b == 0xff) {
@@ -2134,6 +2136,9 @@ stbi_inline static int stbi__extend_receive(stbi__jpeg *j, int n)
    unsigned int k;
    int sgn;
    if (j->code_bits < n) stbi__grow_buffer_unsafe(j);
+   // SEDenseNet check 5: out of bits (a marker or the end of the data): zeros, as later stb
+   // versions do, instead of driving code_bits negative (a shift past the width, UBSan).
+   if (j->code_bits < n) return 0;
 
    sgn = j->code_buffer >> 31; // sign bit always in MSB; 0 if MSB clear (positive), 1 if MSB set (negative)
    k = stbi_lrot(j->code_buffer, n);
@@ -2148,6 +2153,7 @@ stbi_inline static int stbi__jpeg_get_bits(stbi__jpeg *j, int n)
 {
    unsigned int k;
    if (j->code_bits < n) stbi__grow_buffer_unsafe(j);
+   if (j->code_bits < n) return 0;  // SEDenseNet check 5
    k = stbi_lrot(j->code_buffer, n);
    j->code_buffer = k & ~stbi__bmask[n];
    k &= stbi__bmask[n];
@@ -2159,6 +2165,7 @@ stbi_inline static int stbi__jpeg_get_bit(stbi__jpeg *j)
 {
    unsigned int k;
    if (j->code_bits < 1) stbi__grow_buffer_unsafe(j);
+   if (j->code_bits < 1) return 0;  // SEDenseNet check 5
    k = j->code_buffer;
    j->code_buffer <<= 1;
    --j->code_bits;
