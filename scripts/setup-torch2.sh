@@ -5,7 +5,7 @@
 # the system Python). Versions: scripts/torch2-requirements.txt. Idempotent: when the pinned
 # versions are installed it only checks. Prints the environment's python on its last line.
 #
-#   scripts/setup-torch2.sh            install what is missing (a few GB from PyPI, once)
+#   scripts/setup-torch2.sh            install what is missing (about 6 GB from PyPI, once)
 #   scripts/setup-torch2.sh --check    check only; exit 1 and say what to run if anything is missing
 #
 # Environment: TORCH2_VENV (default .cache/torch2-venv).
@@ -56,7 +56,22 @@ if [[ ! -x "$python" ]]; then
     exit 1
   }
 fi
-echo "setup-torch2: installing $(grep -v '^#' "$requirements" | tr '\n' ' ')from PyPI (once; a few GB)" >&2
-"$python" -m pip install --disable-pip-version-check -q -r "$requirements" >&2
+# The wheels take about 6 GB installed (torch's CUDA libraries most of it); pip also needs room
+# for the largest download while it unpacks. Say so before starting rather than fail half-way.
+need_gb=7
+free_gb=$(df -P -BG "$venv" | awk 'NR == 2 { sub("G", "", $4); print $4 }')
+if [[ -n "$free_gb" && "$free_gb" -lt "$need_gb" ]]; then
+  echo "setup-torch2: installing LibTorch 2.x needs about $need_gb GB free on the disk of $venv;" \
+       "it has $free_gb GB. Free some space, or point TORCH2_VENV at a folder on a disk with room." >&2
+  exit 1
+fi
+echo "setup-torch2: installing $(grep -v '^#' "$requirements" | tr '\n' ' ')from PyPI (once; about 6 GB)" >&2
+# --no-cache-dir: the environment is the cache; a second copy of the wheels in pip's cache would
+# double the disk this takes.
+"$python" -m pip install --disable-pip-version-check --no-cache-dir -q -r "$requirements" >&2 || {
+  echo "setup-torch2: pip could not install $requirements into $venv (its message is above);" \
+       "fix the cause and run scripts/setup-torch2.sh again (it resumes)" >&2
+  exit 1
+}
 installed || { echo "setup-torch2: the pinned versions are still not importable in $venv" >&2; exit 1; }
 echo "$python"

@@ -12,6 +12,7 @@
 
 #include "sedensenet/distributed/environment.hpp"
 #include "sedensenet/distributed/launch.hpp"
+#include "support/python.hpp"
 
 using namespace sedensenet;
 using Catch::Matchers::Contains;
@@ -19,8 +20,10 @@ namespace fs = std::filesystem;
 
 namespace {
 
+/// A fresh folder for one scenario, inside this process's temporary folder (removed at exit).
 fs::path work_dir(const std::string& name) {
-  auto p = fs::temp_directory_path() / ("sedensenet-dist-" + name + "-" + std::to_string(::getpid()));
+  static const test::TempDir root;
+  auto p = root / name;
   fs::remove_all(p);
   fs::create_directories(p);
   return p;

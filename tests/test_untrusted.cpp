@@ -51,9 +51,9 @@ bool same(const io::NamedTensors& a, const io::NamedTensors& b) {
 
 /// The hostile inputs, made once per test process.
 const fs::path& hostile_dir() {
+  static const test::TempDir scratch;  // removed at exit
   static const fs::path dir = [] {
-    const auto d = fs::temp_directory_path() / ("sedensenet-hostile-" + std::to_string(::getpid()));
-    fs::remove_all(d);
+    const auto d = scratch / "hostile";
     const auto made = test::run_command(test::python_interpreter() + " " +
                                         SEDENSENET_TEST_HOSTILE_DIR "/make_hostile.py " +
                                         d.string() + " " + (d / "MARKER").string());
@@ -68,8 +68,8 @@ const fs::path& hostile_dir() {
 TEST_CASE("Checkpoints: a torch.save file of our own format, read back exactly and by Python's "
           "weights_only loader",
           "[untrusted][checkpoint]") {
-  const auto dir = fs::temp_directory_path() / ("sedensenet-ckpt-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const test::TempDir scratch;  // removed however the test ends
+  const auto dir = scratch / "run";
   auto run = train(dir, OptimizerKind::adamw, 2, false);
   const auto last = io::read_checkpoint_file(dir / "last.pt");
   CHECK(last.state.at("epoch").get<int64_t>() == 2);
@@ -98,15 +98,14 @@ TEST_CASE("Checkpoints: a torch.save file of our own format, read back exactly a
   CHECK(tensors == static_cast<int64_t>(last.model.size()));
   CHECK(epoch == 2);
   CHECK(sum == Approx(run.net->named_parameters()["classifier.weight"].sum().item<double>()).epsilon(1e-6));
-  fs::remove_all(dir);
 }
 
 TEST_CASE("Resume restores each optimizer's state exactly from the new format",
           "[untrusted][checkpoint][resume]") {
   const auto kind = GENERATE(OptimizerKind::adam, OptimizerKind::adamw, OptimizerKind::sgd);
   CAPTURE(to_string(kind));
-  const auto base = fs::temp_directory_path() / ("sedensenet-resume-" + std::to_string(::getpid()));
-  fs::remove_all(base);
+  const test::TempDir scratch;  // removed however the test ends
+  const auto base = scratch.path();
   auto straight = train(base / "straight", kind, 3, false);
   train(base / "split", kind, 2, false);
   auto resumed = train(base / "split", kind, 3, true);
@@ -119,13 +118,12 @@ TEST_CASE("Resume restores each optimizer's state exactly from the new format",
   Trainer trainer(net, TrainerOptions().epochs(3).threads(2).optimizer(other));
   REQUIRE_THROWS_WITH(trainer.resume(base / "split"),
                       Contains("last.pt") && Contains("optimizer is " + std::string(to_string(kind))));
-  fs::remove_all(base);
 }
 
 TEST_CASE("Old-format checkpoints are refused unread; a trusted one converts exactly",
           "[untrusted][checkpoint][legacy]") {
-  const auto dir = fs::temp_directory_path() / ("sedensenet-legacy-" + std::to_string(::getpid()));
-  fs::remove_all(dir);
+  const test::TempDir scratch;  // removed however the test ends
+  const auto dir = scratch.path();
   fs::create_directories(dir);
   // A version-1 last.pt as SEDenseNet 0.1 wrote it: LibTorch archives of the model and the
   // optimizer, the run state as JSON text, the random state.
@@ -158,7 +156,6 @@ TEST_CASE("Old-format checkpoints are refused unread; a trusted one converts exa
   CHECK_FALSE(converted.state.contains("format"));
   auto loaded = io::load_trained_model(dir / "new" / "last.pt");
   CHECK(same(io::module_tensors(*loaded.model), io::module_tensors(*run.net)));
-  fs::remove_all(dir);
 }
 
 TEST_CASE("Every hostile file is refused by every library loader, naming it, quickly, without "
