@@ -1,9 +1,10 @@
 # Dependencies of the library itself. Tests, examples and benchmarks find their own.
 find_package(Torch REQUIRED)
 include(${CMAKE_CURRENT_LIST_DIR}/SEDenseNetLibTorch.cmake)
-# The compiled part: zlib for gzip (Fashion-MNIST) and archive CRC-32s, OpenMP for the loader
-# workers' own setting.
+# The compiled part: zlib for gzip (Fashion-MNIST) and archive CRC-32s, libjpeg-turbo for JPEG
+# (the decoder PIL uses; Debian's libjpeg62-turbo-dev), OpenMP for the loader workers' own setting.
 find_package(ZLIB REQUIRED)
+find_package(JPEG REQUIRED)
 find_package(OpenMP)
 set(SEDENSENET_WITH_OPENMP ${OpenMP_CXX_FOUND})
 # ONNX export (optional): Debian's libonnx-dev and the protobuf it was built with. Its classes live

@@ -15,6 +15,8 @@ SEDENSENET_PACKAGES=(
   # Gloo's headers: LibTorch's c10d headers (distributed training) include them.
   libgloo-dev
   libfmt-dev catch2 libcli11-dev nlohmann-json3-dev
+  # JPEG decoding: libjpeg-turbo, the decoder PIL uses (pixels identical to torchvision's loader).
+  libjpeg62-turbo-dev
   # Reference implementations the tests compare against (run with /usr/bin/python3).
   python3-torch python3-torchvision python3-pil python3-numpy
   # The virtual environment holding LibTorch 2.x for the second build (scripts/setup-torch2.sh).

@@ -214,13 +214,31 @@ ImageHeader read_header(const uint8_t* data, size_t size, const std::string& sou
   return header;
 }
 
+int jpeg_scale_denominator(const ImageHeader& header, int64_t min_size) {
+  if (min_size <= 0) return 1;
+  const int64_t shorter = std::min(header.width, header.height);
+  // The largest 1/d whose shorter side (libjpeg rounds up) is still at least min_size.
+  for (int d : {8, 4, 2}) {
+    if ((shorter + d - 1) / d >= min_size) return d;
+  }
+  return 1;
+}
+
 torch::Tensor decode_image(const uint8_t* data, size_t size, const std::string& source,
                            const DecodeOptions& options) {
   const auto header = read_header(data, size, source, options);
   const auto truncated = detail::truncation_problem(header.format, data, size);
   if (!truncated.empty()) throw ImageError(source, truncated);
 
-  auto decoded = codec::stb_decode(data, size);
+  // JPEG through libjpeg-turbo, as PIL decodes it (CMYK JPEGs through stb_image); the rest
+  // through stb_image.
+  codec::DecodedPixels decoded;
+  if (header.format == ImageFormat::jpeg) {
+    decoded = codec::jpeg_decode(data, size, jpeg_scale_denominator(header, options.min_size()));
+  }
+  if (header.format != ImageFormat::jpeg || decoded.unsupported) {
+    decoded = codec::stb_decode(data, size);
+  }
   if (!decoded.ok) {
     throw ImageError(source, std::string("corrupt ") + to_string(header.format) + " data: " +
                                  decoded.error);

@@ -40,20 +40,6 @@ torch::Tensor pil_grey(const torch::Tensor& image) {
 
 namespace sedensenet::data::functional {
 
-torch::Tensor resize(const torch::Tensor& image, int64_t height, int64_t width) {
-  detail::check_uint8_image(image, "resize");
-  TORCH_CHECK(height >= 1 && width >= 1, "resize: size must be positive, got ", height, "x", width);
-  if (image.size(1) == height && image.size(2) == width) return image;
-  namespace F = torch::nn::functional;
-  auto resized = F::interpolate(image.unsqueeze(0).to(torch::kFloat32),
-                                F::InterpolateFuncOptions()
-                                    .size(std::vector<int64_t>{height, width})
-                                    .mode(torch::kBilinear)
-                                    .align_corners(false)
-                                    .antialias(true));
-  return resized.squeeze(0).round_().clamp_(0, 255).to(torch::kUInt8);
-}
-
 std::pair<int64_t, int64_t> resized_size(int64_t height, int64_t width, int64_t size) {
   const bool width_is_short = width <= height;
   const int64_t shorter = width_is_short ? width : height;

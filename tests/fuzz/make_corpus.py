@@ -29,6 +29,9 @@ def images():
     grey = Image.fromarray(rng.integers(0, 256, (6, 5), dtype=np.uint8), "L")
     rgba = Image.fromarray(rng.integers(0, 256, (5, 6, 4), dtype=np.uint8), "RGBA")
     grey16 = Image.fromarray(rng.integers(0, 65536, (4, 4), dtype=np.uint16).astype(np.int32), "I")
+    y, x = np.mgrid[0:40, 0:56]
+    smooth = np.stack([x * 4, y * 6, (x + y) % 32 * 8], -1) + rng.normal(0, 10, (40, 56, 3))
+    photo = Image.fromarray(np.clip(smooth, 0, 255).astype(np.uint8), "RGB")
     cases = [
         ("rgb.png", rgb, "PNG", {}),
         ("grey.png", grey, "PNG", {}),
@@ -40,6 +43,12 @@ def images():
         ("grey.pgm", grey, "PPM", {}),
         ("rgb.jpg", rgb, "JPEG", {"quality": 80}),
         ("rgb.tga", rgb, "TGA", {}),
+        # libjpeg-turbo's variants; the first two seeds have the top bit set, which asks for
+        # decode-time downscaling (1/4 and 1/2 of this 56x40 image).
+        ("progressive.jpg", photo, "JPEG", {"quality": 80, "progressive": True}),
+        ("q90_422.jpg", photo, "JPEG", {"quality": 90, "subsampling": 1}),
+        ("grey.jpg", photo.convert("L"), "JPEG", {"quality": 85}),
+        ("cmyk.jpg", photo.convert("CMYK"), "JPEG", {"quality": 85}),
     ]
     for seed, (name, image, fmt, kwargs) in enumerate(cases):
         buffer = io.BytesIO()

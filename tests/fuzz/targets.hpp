@@ -27,14 +27,16 @@ inline void expect(bool condition, const char* what) {
 }
 
 /// Image decoding plus the augmentation and evaluation transforms. The first byte seeds the
-/// random transforms; the rest is the file.
+/// random transforms and, when its top bit is set, asks for decode-time downscaling (a JPEG
+/// decoded at 1/2 to 1/8); the rest is the file.
 inline int image(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   torch::Tensor decoded;
   try {
     // A small pixel limit keeps each run fast; the limit check itself is part of what is fuzzed.
+    const int64_t min_size = (data[0] & 0x80) != 0 ? (data[0] & 0x0f) + 1 : 0;
     decoded = data::decode_image(data + 1, size - 1, "fuzz-input",
-                                 data::DecodeOptions().max_pixels(1 << 18));
+                                 data::DecodeOptions().max_pixels(1 << 18).min_size(min_size));
   } catch (const data::ImageError&) {
     return 0;  // rejected with a reason: the documented outcome
   }

@@ -65,6 +65,19 @@ def formats(folder):
     save("q90_444.jpg", Image.fromarray(rgb), quality=90, subsampling=0)
     save("grey.jpg", Image.fromarray(grey, "L"), quality=90)
     save("progressive.jpg", Image.fromarray(rgb), quality=85, progressive=True)
+    save("q90_422.jpg", Image.fromarray(rgb), quality=90, subsampling=1)
+    # Photo-sized, with an odd width and height (the chroma upsampling's edges).
+    photo = structured(375, 501, 9)
+    save("photo.jpg", Image.fromarray(photo), quality=90)
+    save("photo_odd.jpg", Image.fromarray(structured(143, 97, 10)), quality=70)
+    save("cmyk.jpg", Image.fromarray(structured(37, 53, 13)).convert("CMYK"), quality=90)
+    # Decode-time downscaling: PIL's draft picks the DCT scale 1/s, s = 2, 4, 8.
+    for s in (2, 4, 8):
+        with Image.open(os.path.join(folder, "photo.jpg")) as im:
+            im.draft("RGB", (501 // s, 375 // s))
+            assert im.size == ((501 + s - 1) // s, (375 + s - 1) // s), im.size
+            files["photo_jpg_draft_%d" % s] = torch.from_numpy(
+                np.array(im.convert("RGB"), dtype=np.uint8).copy())
     # 16-bit greyscale PNG (PIL mode I;16).
     grey16 = (structured(37, 53, 5, 1)[..., 0].astype(np.uint16) * 257 + 3)
     image16 = Image.fromarray(grey16)  # uint16: mode I;16 (the mode argument is gone in Pillow 13)
@@ -122,6 +135,19 @@ def transforms(folder):
         put("grey_contrast_" + tag, F.adjust_contrast(grey, factor))
     for hue in (-0.4, -0.1, 0.05, 0.3):
         put("hue_" + str(hue).replace("-", "m").replace(".", "_"), F.adjust_hue(src, hue))
+    # Photo-sized and icon-sized sources: shrinking by large factors (the filter spans many
+    # pixels) and enlarging.
+    photo = Image.fromarray(structured(375, 500, 11))
+    photo.save(os.path.join(folder, "photo.png"))
+    icon = Image.fromarray(structured(48, 48, 12))
+    icon.save(os.path.join(folder, "icon.png"))
+    for size in (224, 32, 7):
+        put("photo_short_%d" % size, F.resize(photo, size, InterpolationMode.BILINEAR))
+    put("photo_1x300", F.resize(photo, [1, 300], InterpolationMode.BILINEAR))
+    for size in (224, 32, 61):
+        put("icon_short_%d" % size, F.resize(icon, size, InterpolationMode.BILINEAR))
+    put("icon_48x100", F.resize(icon, [48, 100], InterpolationMode.BILINEAR))
+    put("icon_100x48", F.resize(icon, [100, 48], InterpolationMode.BILINEAR))
     tensor = F.to_tensor(src)
     out["to_tensor"] = tensor
     out["normalize"] = F.normalize(tensor, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])

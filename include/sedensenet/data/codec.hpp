@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// Declarations of the library's compiled part (src/data/image_codec.cpp): the stb_image and
-/// stb_image_write calls and zlib. Users call the functions of image.hpp instead.
+/// Declarations of the library's compiled part (src/data/image_codec.cpp, jpeg_codec.cpp): the
+/// stb_image and stb_image_write calls, libjpeg-turbo and zlib. Users call the functions of image.hpp instead.
 
 #include <cstddef>
 #include <cstdint>
@@ -28,10 +28,15 @@ struct DecodedPixels {
   int height = 0;
   int channels = 0;
   std::vector<uint8_t> pixels;
+  bool unsupported = false;  ///< a variant this decoder leaves to another
 };
 
 HeaderInfo stb_header(const uint8_t* data, size_t size);
 DecodedPixels stb_decode(const uint8_t* data, size_t size);
+/// JPEG through libjpeg-turbo with PIL's settings: 1 (grey) or 3 (RGB) channels, decoded at
+/// 1/`scale_denominator` of the size (1, 2, 4 or 8: libjpeg's DCT scaling, PIL's `draft`).
+/// CMYK and YCCK files are converted to RGB as PIL's convert("RGB") does.
+DecodedPixels jpeg_decode(const uint8_t* data, size_t size, int scale_denominator = 1);
 bool stb_write_png(const std::string& path, int width, int height, int channels,
                    const uint8_t* pixels);
 /// Inflates a gzip stream (CRC and length checked); on failure returns {} and sets *error.

@@ -1,7 +1,7 @@
 #pragma once
 /// \file
-/// Image files to tensors: decoding with stb_image (JPEG, PNG, BMP, TGA, GIF first frame, binary
-/// PNM, PSD, HDR), the checks that keep hostile or broken files from crashing a run, and PNG
+/// Image files to tensors: decoding with libjpeg-turbo (JPEG, as PIL does) and stb_image (PNG,
+/// BMP, TGA, GIF first frame, binary PNM, PSD, HDR), the checks that keep hostile or broken files from crashing a run, and PNG
 /// writing.
 ///
 /// A decoded image is a uint8 tensor (C, H, W) with C = 3 (RGB) or C = 1 (grey, kept as one
@@ -61,6 +61,11 @@ struct DecodeOptions {
   /// Images with an alpha channel (grey + alpha, RGBA): drop it (torchvision's) or composite
   /// over white.
   TORCH_ARG(Alpha, alpha) = Alpha::drop;
+  /// Decode-time downscaling: the shorter side the image is needed at. A JPEG whose shorter
+  /// side is at least twice this is decoded at 1/2, 1/4 or 1/8 of its size (libjpeg's DCT
+  /// scaling, as PIL's `draft`), never below it: several times faster on photos, pixels no
+  /// longer torchvision's (docs/benchmarks.md, "Loading", says how far). 0 (the default) decodes at full size.
+  TORCH_ARG(int64_t, min_size) = 0;
 };
 
 /// Image formats recognised from their first bytes.
@@ -101,6 +106,10 @@ struct ImageHeader {
 /// empty, not a supported image, or larger than `options.max_pixels`.
 ImageHeader read_header(const uint8_t* data, size_t size, const std::string& source,
                         const DecodeOptions& options = {});
+
+/// The JPEG scale 1/d (d = 1, 2, 4 or 8) that `decode_image` uses for an image of `header`'s
+/// size when `DecodeOptions::min_size` is `min_size` (1 when it is 0).
+int jpeg_scale_denominator(const ImageHeader& header, int64_t min_size);
 
 /// Decodes encoded image data into a uint8 tensor (C, H, W), C = 1 for grey and grey+alpha
 /// images, 3 otherwise. Alpha is dropped (as PIL's `convert("RGB")` does); 16-bit images are

@@ -10,7 +10,7 @@
 ///
 /// | here | torchvision 0.14 | agreement (tests/test_transforms.cpp) |
 /// | --- | --- | --- |
-/// | Resize(size) / Resize(h, w) | Resize(size), bilinear (PIL, antialiased) | mean abs. difference < 1 level |
+/// | Resize(size) / Resize(h, w) | Resize(size), bilinear (PIL, antialiased) | exact (PIL's fixed-point arithmetic) |
 /// | CenterCrop | CenterCrop | exact |
 /// | RandomCrop(size, padding, pad_if_needed, fill, mode) | RandomCrop | exact for the same offsets |
 /// | RandomResizedCrop | RandomResizedCrop | crop exact, resize as Resize |
@@ -20,7 +20,6 @@
 /// | ToTensor | ToTensor | exact |
 /// | Normalize(mean, std) | Normalize | exact |
 
-#include <torch/nn/functional/upsampling.h>
 #include <torch/types.h>
 
 #include <cmath>
@@ -89,8 +88,9 @@ class Compose : public Transform {
 // ---------------------------------------------------------------------------------------------
 namespace functional {
 
-/// Bilinear resize with antialiasing to exactly (height, width), rounded to 8 bits.
-/// torchvision: F.resize(pil_image, [h, w], InterpolationMode.BILINEAR).
+/// Bilinear resize with antialiasing to exactly (height, width), in PIL's 8-bit fixed-point
+/// arithmetic (src/data/resample.cpp): the same pixels as torchvision's
+/// F.resize(pil_image, [h, w], InterpolationMode.BILINEAR).
 torch::Tensor resize(const torch::Tensor& image, int64_t height, int64_t width);
 
 /// torchvision's output size for Resize(int): the shorter side becomes `size`, the longer one

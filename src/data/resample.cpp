@@ -1,0 +1,152 @@
+// Resize in 8-bit fixed point, the arithmetic of PIL's Resample.c (ImagingResample with the
+// bilinear filter), so that `functional::resize` gives torchvision's PIL path bit for bit:
+// separable, horizontal pass first over the rows the vertical pass needs, the filter widened by
+// the scale when shrinking (antialiasing), coefficients normalised per output pixel and rounded to
+// 22 fractional bits, sums started at one half and clipped to [0, 255].
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "sedensenet/data/transforms.hpp"
+
+namespace sedensenet::data::functional {
+namespace {
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+/// PIL's bilinear (triangle) filter, support 1.
+double triangle(double x) {
+  x = std::abs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+/// For each output position: the first input position, the number of taps, and `taps` fixed-point
+/// weights (PIL's precompute_coeffs + normalize_coeffs_8bpc).
+struct Coefficients {
+  int taps = 0;
+  std::vector<int> first;
+  std::vector<int> count;
+  std::vector<int32_t> weights;
+};
+
+Coefficients coefficients(int in_size, int out_size) {
+  constexpr double support_of_filter = 1.0;
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filter_scale = std::max(scale, 1.0);
+  const double support = support_of_filter * filter_scale;
+  Coefficients c;
+  c.taps = static_cast<int>(std::ceil(support)) * 2 + 1;
+  c.first.resize(static_cast<size_t>(out_size));
+  c.count.resize(static_cast<size_t>(out_size));
+  c.weights.assign(static_cast<size_t>(out_size) * static_cast<size_t>(c.taps), 0);
+  const double inverse_scale = 1.0 / filter_scale;  // PIL multiplies by it (not divides)
+  std::vector<double> w(static_cast<size_t>(c.taps));
+  for (int o = 0; o < out_size; ++o) {
+    const double center = (o + 0.5) * scale;
+    // PIL rounds with (int)(v + 0.5): truncation toward zero, then clamps.
+    const int lo = std::max(static_cast<int>(center - support + 0.5), 0);
+    const int hi = std::min(static_cast<int>(center + support + 0.5), in_size);
+    const int n = hi - lo;
+    double total = 0.0;
+    for (int i = 0; i < n; ++i) {
+      w[static_cast<size_t>(i)] = triangle((i + lo - center + 0.5) * inverse_scale);
+      total += w[static_cast<size_t>(i)];
+    }
+    int32_t* fixed = c.weights.data() + static_cast<size_t>(o) * static_cast<size_t>(c.taps);
+    for (int i = 0; i < n; ++i) {
+      double v = w[static_cast<size_t>(i)];
+      if (total != 0.0) v /= total;
+      fixed[i] = static_cast<int32_t>(v < 0 ? -0.5 + v * (1 << kPrecisionBits)
+                                            : 0.5 + v * (1 << kPrecisionBits));
+    }
+    c.first[static_cast<size_t>(o)] = lo;
+    c.count[static_cast<size_t>(o)] = n;
+  }
+  return c;
+}
+
+inline uint8_t clip8(int32_t sum) {
+  const int32_t v = sum >> kPrecisionBits;
+  return static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
+}
+
+/// Horizontal pass over `rows` rows of one plane: in (rows, in_w) -> out (rows, out_w).
+void horizontal(const uint8_t* in, int64_t in_w, uint8_t* out, int64_t out_w, int64_t rows,
+                const Coefficients& c) {
+  for (int64_t y = 0; y < rows; ++y) {
+    const uint8_t* row = in + y * in_w;
+    uint8_t* dst = out + y * out_w;
+    for (int64_t x = 0; x < out_w; ++x) {
+      const uint8_t* src = row + c.first[static_cast<size_t>(x)];
+      const int32_t* k = c.weights.data() + x * c.taps;
+      const int n = c.count[static_cast<size_t>(x)];
+      int32_t sum = 1 << (kPrecisionBits - 1);
+      for (int i = 0; i < n; ++i) sum += src[i] * k[i];
+      dst[x] = clip8(sum);
+    }
+  }
+}
+
+/// Vertical pass of one plane: in (any rows, width), row r of the output from rows
+/// first[r] - offset ... of the input.
+void vertical(const uint8_t* in, int64_t width, uint8_t* out, int64_t out_h, int offset,
+              const Coefficients& c, std::vector<int32_t>& sums) {
+  sums.resize(static_cast<size_t>(width));
+  for (int64_t y = 0; y < out_h; ++y) {
+    std::fill(sums.begin(), sums.end(), 1 << (kPrecisionBits - 1));
+    const int32_t* k = c.weights.data() + y * c.taps;
+    const uint8_t* top = in + (c.first[static_cast<size_t>(y)] - offset) * width;
+    const int n = c.count[static_cast<size_t>(y)];
+    for (int i = 0; i < n; ++i) {
+      const uint8_t* row = top + i * width;
+      const int32_t weight = k[i];
+      int32_t* s = sums.data();
+      for (int64_t x = 0; x < width; ++x) s[x] += row[x] * weight;
+    }
+    uint8_t* dst = out + y * width;
+    for (int64_t x = 0; x < width; ++x) dst[x] = clip8(sums[static_cast<size_t>(x)]);
+  }
+}
+
+}  // namespace
+
+torch::Tensor resize(const torch::Tensor& image, int64_t height, int64_t width) {
+  detail::check_uint8_image(image, "resize");
+  TORCH_CHECK(height >= 1 && width >= 1, "resize: size must be positive, got ", height, "x", width);
+  const int64_t in_h = image.size(1), in_w = image.size(2), planes = image.size(0);
+  if (in_h == height && in_w == width) return image;
+  TORCH_CHECK(in_h < (1 << 24) && in_w < (1 << 24) && height < (1 << 24) && width < (1 << 24),
+              "resize: sizes up to 2^24 are supported, got ", image.sizes(), " to ", height, "x",
+              width);
+  const auto source = image.contiguous();
+  auto out = torch::empty({planes, height, width}, torch::kUInt8);
+  const auto columns = coefficients(static_cast<int>(in_w), static_cast<int>(width));
+  const auto rows = coefficients(static_cast<int>(in_h), static_cast<int>(height));
+  // The input rows the vertical pass reads: only those go through the horizontal pass.
+  const int first_row = rows.first.front();
+  const int last_row = rows.first.back() + rows.count.back();
+  const bool need_horizontal = in_w != width;
+  const bool need_vertical = in_h != height;
+  std::vector<uint8_t> temporary;
+  std::vector<int32_t> sums;
+  for (int64_t p = 0; p < planes; ++p) {
+    const uint8_t* plane = source.data_ptr<uint8_t>() + p * in_h * in_w;
+    uint8_t* target = out.data_ptr<uint8_t>() + p * height * width;
+    if (!need_vertical) {
+      horizontal(plane, in_w, target, width, in_h, columns);
+    } else if (!need_horizontal) {
+      vertical(plane, in_w, target, height, 0, rows, sums);
+    } else {
+      const int64_t band = last_row - first_row;
+      temporary.resize(static_cast<size_t>(band * width));
+      horizontal(plane + first_row * in_w, in_w, temporary.data(), width, band, columns);
+      vertical(temporary.data(), width, target, height, first_row, rows, sums);
+    }
+  }
+  return out;
+}
+
+}  // namespace sedensenet::data::functional
