@@ -43,6 +43,10 @@ ImageLoader::ImageLoader(ImageFolder dataset, TransformPtr transform, LoaderOpti
   const size_t n = dataset_->size().value();
   bad_ = std::vector<std::atomic<bool>>(n);
   if (options_.cache()) cache_.resize(n);
+  decode_options_ = dataset_->options().decode();
+  if (options_.decode_downscale() && transform_) {
+    decode_options_.min_size(transform_->min_input_size());
+  }
 }
 
 auto ImageLoader::batches_per_epoch() const -> int64_t {
@@ -111,12 +115,12 @@ auto ImageLoader::decoded(size_t i) -> torch::Tensor {
       std::lock_guard<std::mutex> lock(mutex_);
       if (cache_[i].defined()) return cache_[i];
     }
-    auto image = read_image(dataset_->samples()[i].path, dataset_->options().decode());
+    auto image = read_image(dataset_->samples()[i].path, decode_options_);
     std::lock_guard<std::mutex> lock(mutex_);
     cache_[i] = image;
     return image;
   }
-  return read_image(dataset_->samples()[i].path, dataset_->options().decode());
+  return read_image(dataset_->samples()[i].path, decode_options_);
 }
 
 auto ImageLoader::acquire_buffer(at::IntArrayRef shape, torch::ScalarType dtype, bool pinned) -> torch::Tensor {

@@ -67,6 +67,10 @@ std::string Compose::describe() const {
   return os.str();
 }
 
+int64_t Compose::min_input_size() const {
+  return steps_.empty() ? 0 : steps_.front()->min_input_size();
+}
+
 Resize::Resize(int64_t size) : size_(size) {
   TORCH_CHECK(size >= 1, "Resize: size must be >= 1, got ", size);
 }
@@ -83,6 +87,8 @@ torch::Tensor Resize::apply(const torch::Tensor& image, Rng&) const {
   }
   return functional::resize(image, height_, width_);
 }
+
+int64_t Resize::min_input_size() const { return size_ > 0 ? size_ : std::max(height_, width_); }
 
 std::string Resize::describe() const {
   return size_ > 0 ? "Resize(" + std::to_string(size_) + ")"
@@ -178,6 +184,14 @@ torch::Tensor RandomResizedCrop::apply(const torch::Tensor& image, Rng& rng) con
   detail::check_uint8_image(image, "RandomResizedCrop");
   const auto p = parameters(image.size(1), image.size(2), rng);
   return functional::resized_crop(image, p[0], p[1], p[2], p[3], size_, size_);
+}
+
+int64_t RandomResizedCrop::min_input_size() const {
+  // A crop of area a * H * W (H * W >= S * S for shorter side S) with aspect ratio r has sides
+  // sqrt(a H W r) and sqrt(a H W / r): both >= size when S >= size / sqrt(a * min(r, 1/r)).
+  const double narrowest = std::min(ratio_.first, 1.0 / ratio_.second);
+  return static_cast<int64_t>(
+      std::ceil(static_cast<double>(size_) / std::sqrt(scale_.first * std::min(narrowest, 1.0))));
 }
 
 std::string RandomResizedCrop::describe() const {

@@ -6,6 +6,8 @@
                      transform with fixed parameters into <dir>/expected (a tensor bundle)
   decode <dir>       decodes every file in <dir> (made by the C++ test) with PIL into
                      <dir>/decoded
+  photos <dir>       an image folder of photo-sized JPEGs (<dir>/images/{a,b}) and torchvision's
+                     ImageFolder + Resize(32) + CenterCrop(32) + ToTensor of each, in file order (<dir>/expected)
 """
 import os
 import sys
@@ -168,6 +170,22 @@ def hue_all(folder):
     bundle.save(os.path.join(folder, "hue_all"), out)
 
 
+def photos(folder):
+    import torchvision
+    import torchvision.transforms as T
+
+    root = os.path.join(folder, "images")
+    for c, name in enumerate(("a", "b")):
+        os.makedirs(os.path.join(root, name), exist_ok=True)
+        for i in range(3):
+            image = Image.fromarray(structured(375 + 40 * i, 500 - 30 * i, 20 + 3 * c + i))
+            image.save(os.path.join(root, name, "%d.jpg" % i), quality=90)
+    dataset = torchvision.datasets.ImageFolder(
+        root, transform=T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()]))
+    bundle.save(os.path.join(folder, "expected"),
+                {"image_%d" % i: dataset[i][0] for i in range(len(dataset))})
+
+
 if __name__ == "__main__":
     {"formats": formats, "transforms": transforms, "decode": decode,
-     "hue_all": hue_all}[sys.argv[1]](sys.argv[2])
+     "hue_all": hue_all, "photos": photos}[sys.argv[1]](sys.argv[2])

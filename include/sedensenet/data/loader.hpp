@@ -64,6 +64,12 @@ struct LoaderOptions {
   /// Keep decoded images in memory after their first use (for datasets that fit in RAM: the
   /// random transforms still run every epoch, the decoding does not).
   TORCH_ARG(bool, cache) = false;
+  /// Decode-time downscaling: decode each JPEG at 1/2, 1/4 or 1/8 of its size when the
+  /// transform's first step needs no more (`Transform::min_input_size`; libjpeg's DCT scaling, as
+  /// PIL's `draft`). Several times faster on photos much larger than the training size; the
+  /// pixels are no longer torchvision's (docs/benchmarks.md, "Loading", says how far). Training
+  /// loaders of the Trainer and the tool turn it on (`jpeg_draft`); off by default here.
+  TORCH_ARG(bool, decode_downscale) = false;
   /// Allocate batches in page-locked memory (only when CUDA is available) for faster copies.
   TORCH_ARG(bool, pin_memory) = false;
 };
@@ -147,6 +153,7 @@ class ImageLoader {
   std::shared_ptr<ImageFolder> dataset_;
   TransformPtr transform_;
   LoaderOptions options_;
+  DecodeOptions decode_options_;  ///< the folder's, with min_size when decode_downscale is on
   int64_t worker_count_ = 1;
   std::vector<std::atomic<bool>> bad_;
   std::vector<torch::Tensor> cache_;

@@ -46,6 +46,11 @@ class Transform {
   /// cannot (the default); the caller then uses `apply` and copies. The values are the same.
   virtual bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const;
   torch::Tensor operator()(const torch::Tensor& image, Rng& rng) const { return apply(image, rng); }
+  /// The shorter side an input needs for this transform to lose no detail: an image decoded
+  /// smaller than it was stored, down to this size, gives (nearly) the same result. The loader's
+  /// decode-time downscaling (`LoaderOptions::decode_downscale`) stops there. 0, the default:
+  /// the full image.
+  virtual int64_t min_input_size() const { return 0; }
 };
 
 using TransformPtr = std::shared_ptr<const Transform>;
@@ -77,6 +82,8 @@ class Compose : public Transform {
   /// Runs every step but the last, then lets the last write into `out` if it can.
   bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const override;
   std::string describe() const override;
+  /// The first step's.
+  int64_t min_input_size() const override;
   const std::vector<TransformPtr>& steps() const { return steps_; }
 
  private:
@@ -161,6 +168,8 @@ class Resize : public Transform {
   Resize(int64_t height, int64_t width);
   torch::Tensor apply(const torch::Tensor& image, Rng&) const override;
   std::string describe() const override;
+  /// `size` (or the larger of height and width): the output is never enlarged from there.
+  int64_t min_input_size() const override;
 
  private:
   int64_t size_ = 0, height_ = 0, width_ = 0;
@@ -205,6 +214,9 @@ class RandomResizedCrop : public Transform {
 
   torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
   std::string describe() const override;
+  /// The shorter side at which even the smallest crop (area `scale.first`, the most extreme
+  /// aspect ratio) is still `size` pixels on each side.
+  int64_t min_input_size() const override;
 
  private:
   int64_t size_;

@@ -61,6 +61,9 @@ class DataOptions {
   TORCH_ARG(int64_t, workers) = 0;
   /// Keep decoded images in memory (datasets that fit in RAM).
   TORCH_ARG(bool, cache) = false;
+  /// Decode-time downscaling of training JPEGs (`LoaderOptions::decode_downscale`); evaluation
+  /// always decodes in full.
+  TORCH_ARG(bool, jpeg_draft) = true;
   /// Unusable image files: skip them (and list them) or stop at the first.
   TORCH_ARG(data::BadFilePolicy, bad_files) = data::BadFilePolicy::skip;
   /// Share of each class used for training when the folder has no train/ and val/ (or test/).
@@ -89,6 +92,11 @@ class DataOptions {
     visit("batch_size", &T::batch_size_, "images per batch", between(1, 65536));
     visit("workers", &T::workers_, "data-loading threads (0 = one per core)", schema::at_least(0));
     visit("cache", &T::cache_, "keep decoded images in memory (small datasets)", any());
+    visit("jpeg_draft", &T::jpeg_draft_,
+          "training images: decode JPEGs at 1/2 to 1/8 of their size when the first transform "
+          "needs no more (libjpeg's DCT scaling, PIL's draft; faster on large photos, pixels not "
+          "torchvision's); evaluation always decodes in full",
+          any());
     visit("bad_files", &T::bad_files_, "unusable image files: skip (listed) or error", any());
     visit("train_fraction", &T::train_fraction_,
           "share of each class used for training when the folder has no train/ and val/",
@@ -124,7 +132,13 @@ class DataOptions {
   }
   /// The loader's options for the training side (shuffled with `seed`) or the test side (in order).
   data::LoaderOptions loader_options(bool training, uint64_t seed = 0) const {
-    return data::LoaderOptions().batch_size(batch_size_).workers(workers_).cache(cache_).shuffle(training).seed(seed);
+    return data::LoaderOptions()
+        .batch_size(batch_size_)
+        .workers(workers_)
+        .cache(cache_)
+        .shuffle(training)
+        .seed(seed)
+        .decode_downscale(training && jpeg_draft_);
   }
 
   nlohmann::json to_json() const { return schema::to_json(*this); }
