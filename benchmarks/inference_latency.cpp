@@ -20,7 +20,10 @@
 #include <map>
 #include <memory>
 
+#include "fresh_process.hpp"
+
 namespace {
+namespace bench = sedensenet::bench;
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
@@ -87,27 +90,14 @@ struct Result {
   double ms = 0, images_per_s = 0, rss_mb = 0;
 };
 
-/// Runs one measurement in a fresh process and parses its RESULT line.
+/// One measurement in a fresh process: its RESULT line (ms, images/s, peak RSS).
 Result run_fresh(const std::string& command) {
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(popen((command + " 2>&1").c_str(), "r"), pclose);
-  if (!pipe) throw std::runtime_error("cannot run: " + command);
-  std::array<char, 4096> line{};
-  std::string output;
-  Result r;
-  bool found = false;
-  while (fgets(line.data(), static_cast<int>(line.size()), pipe.get()) != nullptr) {
-    output += line.data();
-    if (std::sscanf(line.data(), "RESULT %lf %lf %lf", &r.ms, &r.images_per_s, &r.rss_mb) == 3) found = true;
-  }
-  const int status = pclose(pipe.release());
-  if (!found || status != 0) throw std::runtime_error("measurement failed: " + command + "\n" + output);
-  return r;
+  const auto v = bench::run_fresh(command);
+  if (v.size() != 3) throw std::runtime_error("unexpected RESULT line from: " + command);
+  return {v[0], v[1], v[2]};
 }
 
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
+using bench::median;
 
 }  // namespace
 

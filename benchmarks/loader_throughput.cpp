@@ -1,146 +1,175 @@
-// Data-loading throughput: SEDenseNet's ImageLoader against torchvision's DataLoader on the same
-// image folder and the same pipeline (Resize -> RandomHorizontalFlip -> ToTensor -> Normalize),
-// measured side by side in one run.
+// Data-loading throughput: SEDenseNet's ImageLoader against torchvision's DataLoader (PIL) on the
+// same image folders and the same pipeline (Resize -> RandomHorizontalFlip -> ToTensor ->
+// Normalize), side by side in one run. Every measurement runs in a fresh process; the
+// configurations alternate, in a rotated order each round, and medians over rounds are reported.
 //
-//   loader_throughput [--data DIR] [--sizes 224,32] [--workers 2] [--batch 64] [--images 10000]
-//                     [--torchvision] [--csv out.csv]
+//   loader_throughput [--folders fashion,photos,photos-large,icons] [--data DIR] [--sizes 224,32]
+//                     [--workers 2] [--batch 64] [--seconds 4] [--rounds 3] [--csv out.csv]
 //
-// Without --data, Fashion-MNIST is prepared from Debian's dataset-fashion-mnist package.
+// Folders (made once under --data-root, default data/loader): Fashion-MNIST's training images
+// (grey PNGs, from Debian's dataset-fashion-mnist), photo-like colour JPEGs at 500x375 and at
+// 1024x768, and colour icons (benchmarks/loader_folders.py). --data DIR measures a folder of one's
+// own instead. Configurations: "sedensenet" (full decode, torchvision's pixels), "draft"
+// (decode-time downscaling, LoaderOptions::decode_downscale) and "torchvision" (--workers
+// worker processes).
 #include <sedensenet/sedensenet.hpp>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
 #include <chrono>
-#include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "fresh_process.hpp"
+
 namespace data = sedensenet::data;
+namespace bench = sedensenet::bench;
+namespace fs = std::filesystem;
 
 namespace {
-struct Row {
-  std::string impl;
-  int64_t size;
-  int64_t workers;
-  double images_per_s;
-};
 
-double measure(const data::ImageFolder& folder, int64_t size, int64_t workers, int64_t batch,
-               int64_t images, bool cache) {
+/// The child: images/s of one configuration, printed as a RESULT line.
+int measure(const std::string& folder, int64_t size, int64_t workers, int64_t batch,
+            double seconds, bool draft) {
   auto pipeline = data::compose(
       {std::make_shared<data::Resize>(size), std::make_shared<data::RandomHorizontalFlip>(),
        std::make_shared<data::ToTensor>(),
        std::make_shared<data::Normalize>(data::imagenet_mean(), data::imagenet_std())});
-  data::ImageLoader loader(folder, pipeline,
-                           data::LoaderOptions().batch_size(batch).workers(workers).cache(cache));
+  data::ImageLoader loader(
+      data::ImageFolder(folder), pipeline,
+      data::LoaderOptions().batch_size(batch).workers(workers).decode_downscale(draft));
+  // Whole batches until `seconds` have passed, over as many epochs as that takes.
   const auto start = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  };
   int64_t seen = 0;
-  {
-    auto epoch = loader.epoch(0);
-    while (seen < images) {
-      auto b = epoch.next();
+  for (int64_t epoch = 0; elapsed() < seconds; ++epoch) {
+    auto e = loader.epoch(epoch);
+    while (elapsed() < seconds) {
+      auto b = e.next();
       if (!b) break;
       seen += b->images.size(0);
     }
   }
-  const double seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return static_cast<double>(seen) / seconds;
+  std::printf("RESULT %.1f\n", static_cast<double>(seen) / elapsed());
+  return 0;
 }
+
+struct Folder {
+  std::string name, path;
+};
+
 }  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Data-loading throughput against torchvision's DataLoader"};
-  std::string data_dir;
+  std::vector<std::string> folders = {"fashion", "photos", "photos-large", "icons"};
+  std::vector<std::string> configs = {"sedensenet", "draft", "torchvision"};
+  std::string data_dir, data_root = "data/loader", child, csv_path = "loader_throughput.csv";
   std::vector<int64_t> sizes = {224, 32};
-  std::vector<int64_t> workers = {2};
-  int64_t batch = 64, images = 10000;
-  int threads = 0;
-  bool torchvision = false;
-  std::string csv_path = "loader_throughput.csv";
-  std::string script = SEDENSENET_BENCHMARK_DIR "/torchvision_loader.py";
-  app.add_option("--data", data_dir, "image folder (default: Fashion-MNIST prepared here)");
+  int64_t workers = 2, batch = 64, threads = 2;
+  double seconds = 4;
+  int rounds = 3;
+  app.add_option("--folders", folders, "folders: fashion, photos, photos-large, icons")->delimiter(',');
+  app.add_option("--data", data_dir, "measure this image folder instead");
+  app.add_option("--data-root", data_root, "where the folders are made (once)");
+  app.add_option("--configs", configs, "sedensenet, draft, torchvision")->delimiter(',');
   app.add_option("--sizes", sizes, "Resize sizes")->delimiter(',');
-  app.add_option("--workers", workers, "worker counts to measure")->delimiter(',');
+  app.add_option("--workers", workers, "loader threads (torchvision: worker processes)")->check(CLI::PositiveNumber);
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
-  app.add_option("--images", images, "images per measurement")->check(CLI::PositiveNumber);
-  app.add_option("--threads", threads, "LibTorch threads of the main thread (0 = cores)");
-  app.add_flag("--torchvision", torchvision, "also measure torchvision (python3-torchvision)");
+  app.add_option("--seconds", seconds, "seconds per measurement")->check(CLI::PositiveNumber);
+  app.add_option("--rounds", rounds, "rounds (fresh processes, rotated order; medians)")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "LibTorch threads of the main thread");
   app.add_option("--csv", csv_path, "CSV output");
+  app.add_option("--child", child, "(internal) run one measurement: sedensenet or draft");
   CLI11_PARSE(app, argc, argv);
 
   try {
-    sedensenet::set_num_threads(threads);
-    if (data_dir.empty()) {
-      auto prepared = data::prepare_fashion_mnist("data/fashion-mnist");
-      data_dir = prepared.root.string();
-      fmt::print("Fashion-MNIST at {} ({} train images{})\n", data_dir, prepared.train_images,
-                 prepared.reused ? ", reused" : "");
+    sedensenet::set_num_threads(static_cast<int>(threads));
+    if (!child.empty()) {
+      return measure(data_dir, sizes.at(0), workers, batch, seconds, child == "draft");
     }
-    auto splits = data::ImageFolder::split(data_dir);
-    fmt::print("measuring on {} ({} images), {} images per measurement, batch {}\n",
-               splits.train.root().string(), splits.train.size().value(), images, batch);
-
-    std::vector<Row> rows;
-    for (auto size : sizes) {
-      for (auto w : workers) {
-        const double rate = measure(splits.train, size, w, batch, images, false);
-        fmt::print("  sedensenet   resize {:>3}  workers {}  {:>8.0f} images/s\n", size, w, rate);
-        std::fflush(stdout);
-        rows.push_back({"sedensenet", size, w, rate});
+    std::vector<Folder> measured;
+    if (!data_dir.empty()) {
+      measured.push_back({fs::path(data_dir).filename().string(), data_dir});
+    } else {
+      for (const auto& name : folders) {
+        if (name == "fashion") {
+          auto prepared = data::prepare_fashion_mnist(fs::path(data_root) / "fashion-mnist");
+          measured.push_back({name, (prepared.root / "train").string()});
+          continue;
+        }
+        const auto path = fs::path(data_root) / name;
+        if (!fs::exists(path)) {
+          const auto command = fmt::format("{} {}/loader_folders.py {} {}", SEDENSENET_PYTHON,
+                                           SEDENSENET_BENCHMARK_DIR, data_root, name);
+          fmt::print("making {}: {}\n", path.string(), command);
+          std::fflush(stdout);
+          if (std::system(command.c_str()) != 0) {
+            throw std::runtime_error("could not make " + path.string() + " (needs python3-pil)");
+          }
+        }
+        measured.push_back({name, path.string()});
       }
     }
-    if (torchvision) {
-      const auto csv = std::filesystem::temp_directory_path() / "sedensenet_torchvision_loader.csv";
-      std::string size_list, worker_list = "0";
-      for (auto s : sizes) size_list += (size_list.empty() ? "" : ",") + std::to_string(s);
-      for (auto w : workers) worker_list += "," + std::to_string(w);
-      const auto command = fmt::format(
-          SEDENSENET_PYTHON " {} --data {} --sizes {} --workers {} --batch {} --images {} --csv {}",
-          script, splits.train.root().string(), size_list, worker_list, batch, images, csv.string());
-      fmt::print("running torchvision: {}\n", command);
-      std::fflush(stdout);
-      if (std::system(command.c_str()) != 0) {
-        throw std::runtime_error("the torchvision script failed; it needs python3-torchvision");
+    const std::string self = fs::canonical("/proc/self/exe").string();
+    auto command_for = [&](const std::string& config, const Folder& folder, int64_t size) {
+      if (config == "torchvision") {
+        return fmt::format("{} {}/torchvision_loader.py --data {} --size {} --workers {} --batch {} "
+                           "--seconds {}",
+                           SEDENSENET_PYTHON, SEDENSENET_BENCHMARK_DIR, folder.path, size, workers,
+                           batch, seconds);
       }
-      std::ifstream in(csv);
-      std::string line;
-      std::getline(in, line);
-      while (std::getline(in, line)) {
-        std::stringstream ss(line);
-        std::string impl, size, w, rate;
-        std::getline(ss, impl, ',');
-        std::getline(ss, size, ',');
-        std::getline(ss, w, ',');
-        std::getline(ss, rate, ',');
-        rows.push_back({impl, std::stoll(size), std::stoll(w), std::stod(rate)});
-      }
-    }
-
-    fmt::print("\n{:<12} {:>6} {:>8} {:>12} {:>22}\n", "impl", "resize", "workers", "images/s",
-               "vs torchvision (same workers)");
-    fmt::print("{}\n", std::string(66, '-'));
-    for (const auto& r : rows) {
-      std::string ratio = "-";
-      for (const auto& t : rows) {
-        if (t.impl == "torchvision" && r.impl == "sedensenet" && t.size == r.size &&
-            t.workers == r.workers) {
-          ratio = fmt::format("{:.2f}x", r.images_per_s / t.images_per_s);
+      return fmt::format("{} --child {} --data {} --sizes {} --workers {} --batch {} --seconds {} "
+                         "--threads {}",
+                         self, config, folder.path, size, workers, batch, seconds, threads);
+    };
+    // rates[folder][size][config]: one value per round.
+    std::map<std::string, std::map<int64_t, std::map<std::string, std::vector<double>>>> rates;
+    for (int round = 0; round < rounds; ++round) {
+      for (const auto& folder : measured) {
+        for (auto size : sizes) {
+          for (size_t i = 0; i < configs.size(); ++i) {
+            const auto& config = configs[(i + static_cast<size_t>(round)) % configs.size()];
+            const double rate = bench::run_fresh(command_for(config, folder, size)).at(0);
+            rates[folder.name][size][config].push_back(rate);
+            fmt::print("round {}  {:<13} {:>4}  {:<12} {:>8.0f} images/s\n", round + 1, folder.name,
+                       size, config, rate);
+            std::fflush(stdout);
+          }
         }
       }
-      fmt::print("{:<12} {:>6} {:>8} {:>12.0f} {:>22}\n", r.impl, r.size, r.workers,
-                 r.images_per_s, ratio);
     }
+
+    fmt::print("\n{:<13} {:>6} {:>12} {:>12} {:>12} {:>10} {:>10}\n", "folder", "resize",
+               "sedensenet", "draft", "torchvision", "ratio", "draft");
+    fmt::print("{}\n", std::string(81, '-'));
     std::ofstream csv(csv_path);
-    csv << "impl,size,workers,images_per_s\n";
-    for (const auto& r : rows) {
-      csv << fmt::format("{},{},{},{:.1f}\n", r.impl, r.size, r.workers, r.images_per_s);
+    csv << "folder,size,config,images_per_s,vs_torchvision,rounds\n";
+    for (const auto& folder : measured) {
+      for (auto size : sizes) {
+        auto& by_config = rates[folder.name][size];
+        auto rate = [&](const std::string& c) { return bench::median(by_config[c]); };
+        const double tv = rate("torchvision");
+        auto ratio = [&](const std::string& c) {
+          return tv > 0 && rate(c) > 0 ? fmt::format("{:.2f}x", rate(c) / tv) : std::string("-");
+        };
+        fmt::print("{:<13} {:>6} {:>12.0f} {:>12.0f} {:>12.0f} {:>10} {:>10}\n", folder.name, size,
+                   rate("sedensenet"), rate("draft"), tv, ratio("sedensenet"), ratio("draft"));
+        for (const auto& config : configs) {
+          csv << fmt::format("{},{},{},{:.1f},{:.3f},{}\n", folder.name, size, config, rate(config),
+                             tv > 0 ? rate(config) / tv : 0.0, by_config[config].size());
+        }
+      }
     }
-    fmt::print("wrote {}\n", csv_path);
+    fmt::print("{} workers, batch {}, {} s per measurement, medians of {} rounds of fresh "
+               "processes; wrote {}\n",
+               workers, batch, seconds, rounds, csv_path);
   } catch (const std::exception& e) {
     fmt::print(stderr, "loader_throughput: {}\n", sedensenet::error_message(e));
     return 1;

@@ -1,17 +1,25 @@
 // JPEG decoding through libjpeg-turbo's libjpeg API, set up as PIL's JpegDecode.c sets it up
 // (integer DCT, fancy upsampling, YCbCr to RGB in the library, grey kept as one channel), so that
-// the pixels are PIL's. libjpeg reports fatal errors through error_exit, which must not return:
-// it longjmps back here. Nothing with a destructor is created between the setjmp and the last
-// libjpeg call, so the jump skips no C++ object's clean-up.
+// the pixels are PIL's. Each decoded row goes straight into the image's planes.
+//
+// libjpeg reports fatal errors through error_exit, which must not return: it longjmps back into
+// run_decoder. That function creates nothing with a destructor after its setjmp, and reaches
+// everything it fills through pointers, so the jump skips no C++ object's clean-up.
 #include <algorithm>
+#include <array>
 #include <csetjmp>
 #include <cstdio>  // before jpeglib.h, which uses FILE and size_t
+#include <cstring>
 #include <string>
 
 #include <jpeglib.h>
 #include <jerror.h>  // message codes (JWRN_JPEG_EOF)
 
 #include "sedensenet/data/codec.hpp"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <tmmintrin.h>
+#endif
 
 namespace sedensenet::data::codec {
 namespace {
@@ -36,8 +44,86 @@ void on_message(j_common_ptr info, int level) {
   if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) errors->premature_end = true;
 }
 
-// Decodes into `out` (reached through a pointer, so that everything it holds is in memory when
-// libjpeg jumps back). Returns false with `errors->message` set on a fatal error.
+#if defined(__x86_64__) && defined(__GNUC__)
+/// RGB RGB ... to three planes, 16 pixels (48 bytes) at a time with byte shuffles; returns how
+/// many pixels it did (the rest are left to the caller's loop).
+__attribute__((target("ssse3"))) size_t split_rgb_ssse3(const uint8_t* row, size_t width,
+                                                         uint8_t* r, uint8_t* g, uint8_t* b) {
+  // For output channel c, byte i of each 16-byte input vector goes to position (16 k + i) / 3
+  // of the 16 outputs when (16 k + i) % 3 == c; -1 (0x80) zeroes the others.
+  alignas(16) static const auto masks = [] {
+    std::array<std::array<std::array<int8_t, 16>, 3>, 3> m{};  // [channel][input vector][byte]
+    for (int c = 0; c < 3; ++c) {
+      for (int k = 0; k < 3; ++k) {
+        for (int j = 0; j < 16; ++j) {
+          const int source = 3 * j + c - 16 * k;  // output j of channel c reads byte 3j + c
+          m[c][k][j] = source >= 0 && source < 16 ? static_cast<int8_t>(source) : int8_t{-128};
+        }
+      }
+    }
+    return m;
+  }();
+  __m128i shuffle[3][3];
+  for (int c = 0; c < 3; ++c) {
+    for (int k = 0; k < 3; ++k) {
+      shuffle[c][k] = _mm_loadu_si128(reinterpret_cast<const __m128i*>(masks[c][k].data()));
+    }
+  }
+  uint8_t* planes[3] = {r, g, b};
+  size_t x = 0;
+  for (; x + 16 <= width; x += 16) {
+    const __m128i v[3] = {_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * x)),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * x + 16)),
+                          _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 3 * x + 32))};
+    for (int c = 0; c < 3; ++c) {
+      const __m128i out = _mm_or_si128(
+          _mm_or_si128(_mm_shuffle_epi8(v[0], shuffle[c][0]), _mm_shuffle_epi8(v[1], shuffle[c][1])),
+          _mm_shuffle_epi8(v[2], shuffle[c][2]));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(planes[c] + x), out);
+    }
+  }
+  return x;
+}
+#endif
+
+/// One decoded row (`channels` interleaved: 1 grey, 3 RGB, 4 CMYK) into row `y` of the planes
+/// (`dst` points at it in the first plane; planes are `plane` bytes apart).
+///
+/// CMYK: PIL reads CMYK JPEGs as Adobe writes them, inverted ("CMYK;I"), then convert("RGB")
+/// computes each channel as (255 - K) - C (255 - K) / 255 with its rounded integer division.
+void split_row(const uint8_t* row, int channels, size_t width, uint8_t* dst, size_t plane) {
+  uint8_t* r = dst;
+  uint8_t* g = dst + plane;
+  uint8_t* b = dst + 2 * plane;
+  if (channels == 1) {
+    std::memcpy(dst, row, width);
+  } else if (channels == 3) {
+    size_t x = 0;
+#if defined(__x86_64__) && defined(__GNUC__)
+    if (__builtin_cpu_supports("ssse3")) x = split_rgb_ssse3(row, width, r, g, b);
+#endif
+    for (; x < width; ++x) {
+      r[x] = row[3 * x];
+      g[x] = row[3 * x + 1];
+      b[x] = row[3 * x + 2];
+    }
+  } else {
+    auto channel = [](int inverted, int nk) {
+      const int tmp = (255 - inverted) * nk + 128;
+      const int v = nk - (((tmp >> 8) + tmp) >> 8);
+      return static_cast<uint8_t>(std::clamp(v, 0, 255));
+    };
+    for (size_t x = 0; x < width; ++x) {
+      const uint8_t* p = row + 4 * x;
+      const int nk = p[3];  // 255 - K, K being inverted in the file
+      r[x] = channel(p[0], nk);
+      g[x] = channel(p[1], nk);
+      b[x] = channel(p[2], nk);
+    }
+  }
+}
+
+// Decodes into `out`. Returns false with `errors->message` set on a fatal error.
 bool run_decoder(jpeg_decompress_struct* info, ErrorManager* errors, const uint8_t* data,
                  size_t size, int scale_denominator, DecodedPixels* out) {
   if (setjmp(errors->jump)) return false;
@@ -48,7 +134,7 @@ bool run_decoder(jpeg_decompress_struct* info, ErrorManager* errors, const uint8
     out->unsupported = true;
     return true;
   }
-  // CMYK and YCCK (libjpeg converts YCCK) come out as CMYK, converted below as PIL converts.
+  // CMYK and YCCK (libjpeg converts YCCK) come out as CMYK, converted as PIL converts.
   info->out_color_space = info->num_components == 1   ? JCS_GRAYSCALE
                           : info->num_components == 3 ? JCS_RGB
                                                       : JCS_CMYK;
@@ -57,37 +143,22 @@ bool run_decoder(jpeg_decompress_struct* info, ErrorManager* errors, const uint8
   info->scale_num = 1;
   info->scale_denom = static_cast<unsigned int>(scale_denominator);
   jpeg_start_decompress(info);
+  const int in_channels = info->output_components;
   out->width = static_cast<int>(info->output_width);
   out->height = static_cast<int>(info->output_height);
-  out->channels = info->output_components;
-  const size_t stride = static_cast<size_t>(out->width) * static_cast<size_t>(out->channels);
-  out->pixels.resize(stride * static_cast<size_t>(out->height));
+  out->channels = in_channels == 1 ? 1 : 3;
+  const size_t width = info->output_width;
+  const size_t plane = width * info->output_height;
+  out->planes.reset(new uint8_t[plane * static_cast<size_t>(out->channels)]);
+  out->pixels.resize(width * static_cast<size_t>(in_channels));  // one scanline
   while (info->output_scanline < info->output_height) {
-    JSAMPROW row = out->pixels.data() + stride * info->output_scanline;
+    const size_t y = info->output_scanline;
+    JSAMPROW row = out->pixels.data();
     jpeg_read_scanlines(info, &row, 1);
+    split_row(row, in_channels, width, out->planes.get() + y * width, plane);
   }
   jpeg_finish_decompress(info);
   return true;
-}
-
-// PIL reads CMYK JPEGs as Adobe writes them, inverted ("CMYK;I"), then convert("RGB") computes
-// each channel as (255 - K) - (C * (255 - K)) / 255 with its rounded integer division.
-void cmyk_to_rgb(DecodedPixels& image) {
-  const size_t pixels = image.pixels.size() / 4;
-  uint8_t* data = image.pixels.data();
-  for (size_t i = 0; i < pixels; ++i) {
-    const uint8_t* in = data + 4 * i;
-    const int nk = in[3];  // 255 - K, K being inverted in the file
-    uint8_t rgb[3];
-    for (int c = 0; c < 3; ++c) {
-      const int tmp = (255 - in[c]) * nk + 128;
-      const int v = nk - (((tmp >> 8) + tmp) >> 8);
-      rgb[c] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
-    }
-    std::copy(rgb, rgb + 3, data + 3 * i);  // in place: pixel i's output ends before its input
-  }
-  image.pixels.resize(pixels * 3);
-  image.channels = 3;
 }
 
 }  // namespace
@@ -103,8 +174,9 @@ DecodedPixels jpeg_decode(const uint8_t* data, size_t size, int scale_denominato
   errors.message[0] = '\0';
   const bool decoded = run_decoder(&info, &errors, data, size, scale_denominator, &out);
   jpeg_destroy_decompress(&info);
+  out.pixels.clear();
   if (!decoded || errors.premature_end) {
-    out.pixels.clear();
+    out.planes.reset();
     out.error = decoded ? "truncated JPEG (the data ends before the image does)"
                         : std::string(errors.message);
     return out;
@@ -113,7 +185,6 @@ DecodedPixels jpeg_decode(const uint8_t* data, size_t size, int scale_denominato
     out.error = "JPEG with an unsupported number of colour components";
     return out;
   }
-  if (out.channels == 4) cmyk_to_rgb(out);
   out.ok = true;
   return out;
 }

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -20,7 +21,9 @@ struct HeaderInfo {
   bool sixteen_bit = false;
 };
 
-/// Pixels as decoded (interleaved, 8 bits per channel, `channels` as stored).
+/// Pixels as decoded, 8 bits per channel: interleaved in `pixels` with `channels` as stored
+/// (stb_image), or planar (channels, height, width) in `planes` (libjpeg-turbo, which writes
+/// each row straight into the planes: no interleaved copy of the image).
 struct DecodedPixels {
   bool ok = false;
   std::string error;
@@ -28,12 +31,13 @@ struct DecodedPixels {
   int height = 0;
   int channels = 0;
   std::vector<uint8_t> pixels;
+  std::unique_ptr<uint8_t[]> planes;  ///< when set, `pixels` is not the image
   bool unsupported = false;  ///< a variant this decoder leaves to another
 };
 
 HeaderInfo stb_header(const uint8_t* data, size_t size);
 DecodedPixels stb_decode(const uint8_t* data, size_t size);
-/// JPEG through libjpeg-turbo with PIL's settings: 1 (grey) or 3 (RGB) channels, decoded at
+/// JPEG through libjpeg-turbo with PIL's settings, into `planes`: 1 (grey) or 3 (RGB) channels, decoded at
 /// 1/`scale_denominator` of the size (1, 2, 4 or 8: libjpeg's DCT scaling, PIL's `draft`).
 /// CMYK and YCCK files are converted to RGB as PIL's convert("RGB") does.
 DecodedPixels jpeg_decode(const uint8_t* data, size_t size, int scale_denominator = 1);
