@@ -221,3 +221,27 @@ TEST_CASE("Transforms reject what they cannot handle, saying why", "[transforms]
   REQUIRE_THROWS_WITH(RandomResizedCrop(8, {0.5, 0.2}), Contains("scale must satisfy"));
   REQUIRE_THROWS_WITH(ColorJitter(0, 0, 0, 0.7), Contains("hue must be in [0, 0.5]"));
 }
+
+TEST_CASE("ToTensor + Normalize written into a batch slot in one pass: the values of the two steps",
+          "[transforms]") {
+  auto& r = reference();
+  Rng rng(3);
+  const auto normalize = std::make_shared<Normalize>(imagenet_mean(), imagenet_std());
+  for (const auto& image : {r.source, r.grey}) {
+    for (const auto& pipeline :
+         {compose({std::make_shared<RandomHorizontalFlip>(1.0), std::make_shared<ToTensor>(),
+                   normalize}),
+          compose({std::make_shared<ToTensor>()})}) {
+      INFO(pipeline->describe() << " on " << image.size(0) << " channel(s)");
+      const auto expected = pipeline->apply(image, rng);
+      auto slot = torch::full({3, image.size(1), image.size(2)}, -7.0f);
+      REQUIRE(pipeline->apply_into(image, rng, slot));
+      CHECK(torch::equal(slot, expected));
+    }
+  }
+  // Against torchvision: the flip, ToTensor and Normalize values, each exact.
+  auto slot = torch::empty({3, r.source.size(1), r.source.size(2)});
+  REQUIRE(compose({std::make_shared<ToTensor>(), normalize})->apply_into(r.source, rng, slot));
+  CHECK(torch::equal(slot, r.expected.at("normalize")));
+  CHECK(torch::equal(F::hflip(r.source).permute({1, 2, 0}), r.expected.at("hflip")));
+}

@@ -51,7 +51,17 @@ torch::Tensor Compose::apply(const torch::Tensor& image, Rng& rng) const {
 bool Compose::apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const {
   if (steps_.empty()) return false;
   torch::Tensor x = image;
-  for (size_t i = 0; i + 1 < steps_.size(); ++i) x = steps_[i]->apply(x, rng);
+  const size_t n = steps_.size();
+  const auto* normalize = n >= 2 ? dynamic_cast<const Normalize*>(steps_[n - 1].get()) : nullptr;
+  if (normalize != nullptr && dynamic_cast<const ToTensor*>(steps_[n - 2].get()) != nullptr) {
+    for (size_t i = 0; i + 2 < n; ++i) x = steps_[i]->apply(x, rng);
+    if (functional::to_normalized_tensor_into(x, normalize->mean(), normalize->std(), out)) {
+      return true;
+    }
+    x = steps_[n - 2]->apply(x, rng);
+  } else {
+    for (size_t i = 0; i + 1 < n; ++i) x = steps_[i]->apply(x, rng);
+  }
   if (steps_.back()->apply_into(x, rng, out)) return true;
   auto result = steps_.back()->apply(x, rng);
   if (result.sizes() != out.sizes()) return false;  // the caller reports the mismatch
@@ -261,6 +271,12 @@ std::string ColorJitter::describe() const {
 
 torch::Tensor ToTensor::apply(const torch::Tensor& image, Rng&) const {
   return functional::to_tensor(image);
+}
+
+bool ToTensor::apply_into(const torch::Tensor& image, Rng&, torch::Tensor& out) const {
+  // (x / 255 - 0) / 1 is x / 255 exactly.
+  static const std::vector<double> zeros(3, 0.0), ones(3, 1.0);
+  return functional::to_normalized_tensor_into(image, zeros, ones, out);
 }
 
 Normalize::Normalize(std::vector<double> mean, std::vector<double> std)

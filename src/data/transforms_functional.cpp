@@ -1,6 +1,8 @@
 // The functional forms of the transforms (deterministic, PIL's arithmetic), and the image checks
 // and PIL helpers they share. The transform classes that draw parameters and call them are in
 // transforms.cpp.
+#include <algorithm>
+
 #include "sedensenet/data/transforms.hpp"
 
 namespace sedensenet::data::detail {
@@ -238,6 +240,42 @@ torch::Tensor to_tensor(const torch::Tensor& image) {
   auto x = image.to(torch::kFloat32).div_(255);
   // Grey: three views of one channel (copied when written into a batch, or by the next step).
   return image.size(0) == 1 ? x.expand({3, x.size(1), x.size(2)}) : x;
+}
+
+bool to_normalized_tensor_into(const torch::Tensor& image, const std::vector<double>& mean,
+                               const std::vector<double>& std, torch::Tensor& out) {
+  if (image.dim() != 3 || image.scalar_type() != torch::kUInt8 || !image.is_contiguous() ||
+      (image.size(0) != 1 && image.size(0) != 3) || out.scalar_type() != torch::kFloat32 ||
+      !out.is_contiguous() || out.dim() != 3 || out.size(0) != 3 ||
+      out.size(1) != image.size(1) || out.size(2) != image.size(2) || mean.size() != 3 ||
+      std.size() != 3) {
+    return false;
+  }
+  const int64_t pixels = image.size(1) * image.size(2);
+  const uint8_t* source = image.data_ptr<uint8_t>();
+  float* target = out.data_ptr<float>();
+  for (int64_t c = 0; c < 3; ++c) {
+    const uint8_t* x = source + (image.size(0) == 1 ? 0 : c * pixels);
+    float* y = target + c * pixels;
+    const auto m = static_cast<float>(mean[static_cast<size_t>(c)]);
+    const auto s = static_cast<float>(std[static_cast<size_t>(c)]);
+    for (int64_t i = 0; i < pixels; ++i) y[i] = (static_cast<float>(x[i]) / 255.0f - m) / s;
+  }
+  return true;
+}
+
+torch::Tensor hflip(const torch::Tensor& image) {
+  if (image.scalar_type() != torch::kUInt8 || image.dim() != 3 || !image.is_contiguous()) {
+    return image.flip({2});
+  }
+  auto out = torch::empty_like(image);
+  const int64_t rows = image.size(0) * image.size(1), width = image.size(2);
+  const uint8_t* in = image.data_ptr<uint8_t>();
+  uint8_t* flipped = out.data_ptr<uint8_t>();
+  for (int64_t r = 0; r < rows; ++r) {
+    std::reverse_copy(in + r * width, in + (r + 1) * width, flipped + r * width);
+  }
+  return out;
 }
 
 torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean,

@@ -79,7 +79,8 @@ class Compose : public Transform {
  public:
   explicit Compose(std::vector<TransformPtr> steps);
   torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
-  /// Runs every step but the last, then lets the last write into `out` if it can.
+  /// Runs every step but the last, then lets the last write into `out` if it can; ToTensor
+  /// followed by Normalize at the end write into `out` together, in one pass.
   bool apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& out) const override;
   std::string describe() const override;
   /// The first step's.
@@ -121,7 +122,7 @@ torch::Tensor pad(const torch::Tensor& image, int64_t left, int64_t top, int64_t
                   PaddingMode mode = PaddingMode::constant);
 
 /// Mirrors left-right. torchvision: F.hflip.
-inline torch::Tensor hflip(const torch::Tensor& image) { return image.flip({2}); }
+torch::Tensor hflip(const torch::Tensor& image);
 
 /// Crops and resizes (bilinear, antialiased). torchvision: F.resized_crop.
 torch::Tensor resized_crop(const torch::Tensor& image, int64_t top, int64_t left,
@@ -150,6 +151,13 @@ torch::Tensor adjust_hue(const torch::Tensor& image, double hue_factor);
 /// uint8 (C, H, W) -> float (3, H, W) in [0, 1]; grey is repeated to RGB. torchvision: ToTensor
 /// on an RGB PIL image.
 torch::Tensor to_tensor(const torch::Tensor& image);
+
+/// ToTensor then Normalize in one pass over a uint8 (1 or 3, H, W) image, written into `out`
+/// (float32 (3, H, W), contiguous): per value x / 255, then - mean, then / std, in float32 as the
+/// two steps compute them, so the values are the same. Returns false (writing nothing) when the
+/// image or `out` is not of that kind.
+bool to_normalized_tensor_into(const torch::Tensor& image, const std::vector<double>& mean,
+                               const std::vector<double>& std, torch::Tensor& out);
 
 /// (x - mean) / std per channel, as torchvision's Normalize (sub, then div).
 torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean,
@@ -264,6 +272,8 @@ class ColorJitter : public Transform {
 class ToTensor : public Transform {
  public:
   torch::Tensor apply(const torch::Tensor& image, Rng&) const override;
+  /// Writes x / 255 straight into `out` (a batch slot).
+  bool apply_into(const torch::Tensor& image, Rng&, torch::Tensor& out) const override;
   std::string describe() const override { return "ToTensor()"; }
 };
 
@@ -276,6 +286,8 @@ class Normalize : public Transform {
   /// ToTensor expanded, each channel is computed from the single stored channel.
   bool apply_into(const torch::Tensor& image, Rng&, torch::Tensor& out) const override;
   std::string describe() const override;
+  const std::vector<double>& mean() const { return mean_; }
+  const std::vector<double>& std() const { return std_; }
 
  private:
   std::vector<double> mean_, std_;
