@@ -17,6 +17,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -63,6 +65,45 @@ int measure(const std::string& folder, int64_t size, int64_t workers, int64_t ba
 struct Folder {
   std::string name, path;
 };
+
+/// How far decode-time downscaling moves pixels: Resize(size) of the downscaled decode against
+/// Resize(size) of the full decode (torchvision's pixels), over the first `count` JPEGs.
+struct PixelDistance {
+  int64_t images = 0, scaled = 0, other_size = 0;
+  double mean_abs = 0, max_abs = 0;
+};
+
+PixelDistance draft_distance(const std::string& folder, int64_t size, int64_t count) {
+  PixelDistance d;
+  data::Resize resize(size);
+  data::Rng rng(0);
+  double total = 0;
+  int64_t values = 0;
+  const data::ImageFolder images(folder);
+  for (const auto& sample : images.samples()) {
+    if (d.images == count) break;
+    auto extension = sample.path.extension().string();
+    for (auto& ch : extension) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (extension != ".jpg" && extension != ".jpeg") continue;
+    ++d.images;
+    const auto bytes = data::read_file(sample.path);
+    const auto full = resize.apply(data::decode_image(bytes, sample.path.string()), rng);
+    const auto small = data::decode_image(bytes, sample.path.string(),
+                                          data::DecodeOptions().min_size(resize.min_input_size()));
+    const auto drafted = resize.apply(small, rng);
+    if (small.size(2) * 2 <= data::read_header(bytes.data(), bytes.size(), "").width) ++d.scaled;
+    if (drafted.sizes() != full.sizes()) {
+      ++d.other_size;
+      continue;
+    }
+    const auto diff = (drafted.to(torch::kInt) - full.to(torch::kInt)).abs();
+    total += diff.sum().item<double>();
+    values += diff.numel();
+    d.max_abs = std::max(d.max_abs, diff.max().item<double>());
+  }
+  d.mean_abs = values > 0 ? total / static_cast<double>(values) : 0;
+  return d;
+}
 
 }  // namespace
 
@@ -170,6 +211,26 @@ int main(int argc, char** argv) {
     fmt::print("{} workers, batch {}, {} s per measurement, medians of {} rounds of fresh "
                "processes; wrote {}\n",
                workers, batch, seconds, rounds, csv_path);
+
+    // What the draft decode costs in pixels (JPEG folders only).
+    const auto pixels_path = fs::path(csv_path).replace_extension("").string() + "_draft_pixels.csv";
+    std::ofstream pixels_csv(pixels_path);
+    pixels_csv << "folder,size,images,downscaled,mean_abs_levels,max_abs_levels,other_size\n";
+    fmt::print("\ndraft decode against the full decode, after Resize (levels of 255)\n");
+    fmt::print("{:<13} {:>6} {:>8} {:>11} {:>10} {:>8}\n", "folder", "resize", "images", "downscaled",
+               "mean |d|", "max |d|");
+    for (const auto& folder : measured) {
+      for (auto size : sizes) {
+        const auto d = draft_distance(folder.path, size, 100);
+        if (d.images == 0) continue;
+        fmt::print("{:<13} {:>6} {:>8} {:>11} {:>10.2f} {:>8.0f}{}\n", folder.name, size, d.images,
+                   d.scaled, d.mean_abs, d.max_abs,
+                   d.other_size ? fmt::format("  ({} of another size)", d.other_size) : "");
+        pixels_csv << fmt::format("{},{},{},{},{:.3f},{:.0f},{}\n", folder.name, size, d.images,
+                                  d.scaled, d.mean_abs, d.max_abs, d.other_size);
+      }
+    }
+    fmt::print("wrote {}\n", pixels_path);
   } catch (const std::exception& e) {
     fmt::print(stderr, "loader_throughput: {}\n", sedensenet::error_message(e));
     return 1;
