@@ -22,7 +22,8 @@ TEST_CASE("DataOptions: one schema gives JSON, defaults and checks that name the
           "[experiment][options]") {
   const auto defaults = DataOptions().to_json();
   CHECK((defaults == nlohmann::json{{"image_size", 32},   {"augment", "reference"}, {"batch_size", 64},
-                                   {"workers", 0},       {"cache", false},         {"bad_files", "skip"},
+                                   {"workers", 0},       {"cache", false},         {"jpeg_draft", true},
+                                   {"bad_files", "skip"},
                                    {"train_fraction", 0.8}, {"split_seed", 0}, {"balance", "auto"}, {"alpha", "white"}}));
   auto changed = DataOptions().image_size(64).augment("strong").bad_files(data::BadFilePolicy::error).split_seed(7);
   CHECK(DataOptions::from_json(changed.to_json()).to_json() == changed.to_json());
