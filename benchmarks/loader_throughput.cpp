@@ -4,7 +4,7 @@
 // configurations alternate, in a rotated order each round, and medians over rounds are reported.
 //
 //   loader_throughput [--folders fashion,photos,photos-large,icons] [--data DIR] [--sizes 224,32]
-//                     [--workers 2] [--batch 64] [--seconds 4] [--rounds 3] [--csv out.csv]
+//                     [--workers 2] [--batch 64] [--seconds 4] [--rounds 3] [--ops] [--csv out.csv]
 //
 // Folders (made once under --data-root, default data/loader): Fashion-MNIST's training images
 // (grey PNGs, from Debian's dataset-fashion-mnist), photo-like colour JPEGs at 500x375 and at
@@ -59,6 +59,34 @@ int measure(const std::string& folder, int64_t size, int64_t workers, int64_t ba
     }
   }
   std::printf("RESULT %.1f\n", static_cast<double>(seen) / elapsed());
+  return 0;
+}
+
+/// The child for --ops: milliseconds per image of decoding and of Resize(size) alone, one thread,
+/// over the folder's first 100 images (best of 5 passes), as "RESULT decode resize".
+int measure_ops(const std::string& folder, int64_t size) {
+  const data::ImageFolder images(folder);
+  std::vector<std::vector<uint8_t>> files;
+  for (const auto& sample : images.samples()) {
+    if (files.size() == 100) break;
+    files.push_back(data::read_file(sample.path));
+  }
+  std::vector<torch::Tensor> decoded(files.size());
+  auto best_ms = [&](auto&& work) {
+    double best = 1e30;
+    for (int pass = 0; pass < 5; ++pass) {
+      const auto start = std::chrono::steady_clock::now();
+      for (size_t i = 0; i < files.size(); ++i) work(i);
+      best = std::min(best, std::chrono::duration<double, std::milli>(
+                                std::chrono::steady_clock::now() - start).count());
+    }
+    return best / static_cast<double>(files.size());
+  };
+  const double decode = best_ms([&](size_t i) { decoded[i] = data::decode_image(files[i], "image"); });
+  data::Resize resize(size);
+  data::Rng rng(0);
+  const double resized = best_ms([&](size_t i) { resize.apply(decoded[i], rng); });
+  std::printf("RESULT %.4f %.4f\n", decode, resized);
   return 0;
 }
 
@@ -127,11 +155,14 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "rounds (fresh processes, rotated order; medians)")->check(CLI::PositiveNumber);
   app.add_option("--threads", threads, "LibTorch threads of the main thread");
   app.add_option("--csv", csv_path, "CSV output");
+  bool ops = false;
+  app.add_flag("--ops", ops, "also time decoding and Resize alone, per image, against PIL");
   app.add_option("--child", child, "(internal) run one measurement: sedensenet or draft");
   CLI11_PARSE(app, argc, argv);
 
   try {
     sedensenet::set_num_threads(static_cast<int>(threads));
+    if (child == "ops") return measure_ops(data_dir, sizes.at(0));
     if (!child.empty()) {
       return measure(data_dir, sizes.at(0), workers, batch, seconds, child == "draft");
     }
@@ -231,6 +262,30 @@ int main(int argc, char** argv) {
       }
     }
     fmt::print("wrote {}\n", pixels_path);
+
+    if (ops) {
+      // Per image, one thread, fresh processes: decoding and Resize alone, ours and PIL's.
+      const auto ops_path = fs::path(csv_path).replace_extension("").string() + "_ops.csv";
+      std::ofstream ops_csv(ops_path);
+      ops_csv << "folder,size,decode_ms,pil_decode_ms,resize_ms,pil_resize_ms\n";
+      fmt::print("\nper image, one thread (ms; best of 5 passes over 100 images)\n");
+      fmt::print("{:<13} {:>6} {:>9} {:>11} {:>9} {:>11}\n", "folder", "resize", "decode",
+                 "PIL decode", "resize", "PIL resize");
+      for (const auto& folder : measured) {
+        for (auto size : sizes) {
+          const auto ours = bench::run_fresh(fmt::format("{} --child ops --data {} --sizes {} --threads 1",
+                                                         self, folder.path, size));
+          const auto pil = bench::run_fresh(fmt::format("{} {}/torchvision_loader.py --ops --data {} --size {}",
+                                                        SEDENSENET_PYTHON, SEDENSENET_BENCHMARK_DIR,
+                                                        folder.path, size));
+          fmt::print("{:<13} {:>6} {:>9.3f} {:>11.3f} {:>9.3f} {:>11.3f}\n", folder.name, size,
+                     ours.at(0), pil.at(0), ours.at(1), pil.at(1));
+          ops_csv << fmt::format("{},{},{:.4f},{:.4f},{:.4f},{:.4f}\n", folder.name, size, ours.at(0),
+                                 pil.at(0), ours.at(1), pil.at(1));
+        }
+      }
+      fmt::print("wrote {}\n", ops_path);
+    }
   } catch (const std::exception& e) {
     fmt::print(stderr, "loader_throughput: {}\n", sedensenet::error_message(e));
     return 1;
