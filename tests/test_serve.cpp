@@ -221,6 +221,22 @@ TEST_CASE("Classifier: files, decoded images and pixel buffers give the same top
   CHECK_THROWS_WITH(classifier.predict({dir / "missing.png"}), Contains("missing.png"));
   CHECK_THROWS_WITH(classifier.predict_pixels(bgr.data(), w, h, w * 2, PixelFormat::bgr),
                     Contains("row_bytes"));
+
+  // Unusable files among good ones, across batches of 2: skipped with their reason, the others
+  // classified as before; the error policy throws naming the first.
+  std::ofstream(dir / "cut.png") << "\x89PNG";
+  auto mixed = files;
+  mixed.insert(mixed.begin() + 1, dir / "cut.png");
+  mixed.push_back(dir / "missing.png");
+  const auto skipping = classifier.predict(mixed, 3, data::BadFilePolicy::skip);
+  REQUIRE(skipping.size() == 7);
+  CHECK_THAT(skipping[1].error, Contains("cut.png"));
+  CHECK(skipping[1].top.empty());
+  CHECK_THAT(skipping[6].error, Contains("missing.png"));
+  std::vector<Prediction> good = {skipping[0], skipping[2], skipping[3], skipping[4], skipping[5]};
+  for (const auto& p : good) CHECK(p.error.empty());
+  check_same(good, from_files, 1e-6);
+  CHECK_THROWS_WITH(classifier.predict(mixed, 3, data::BadFilePolicy::error), Contains("cut.png"));
 }
 
 TEST_CASE("Classifier: RGBA pixels follow the checkpoint's alpha policy, as files do", "[serve]") {

@@ -60,8 +60,16 @@ class Predict : public Command {
     // The inference path: batch norm folded, no autograd (serve::InferenceGraph).
     const Classifier classifier(trained, ClassifierOptions().device(device).batch_size(batch_size));
     json results = json::array();
-    const auto predictions = classifier.predict(files, top_k);
+    // An unusable file does not stop the others: it is reported, and the exit status says so.
+    const auto predictions = classifier.predict(files, top_k, data::BadFilePolicy::skip);
+    size_t unusable = 0;
     for (size_t i = 0; i < files.size(); ++i) {
+      if (!predictions[i].error.empty()) {
+        ++unusable;
+        results.push_back({{"file", files[i].string()}, {"error", predictions[i].error}});
+        fmt::print(stderr, "sedensenet: warning: {} (not classified)\n", predictions[i].error);
+        continue;
+      }
       json top = json::array();
       std::string line = files[i].string() + ":";
       for (const auto& c : predictions[i].top) {
@@ -72,6 +80,13 @@ class Predict : public Command {
       if (!as_json) fmt::print("{}\n", line);
     }
     if (as_json) fmt::print("{}\n", results.dump(2));
+    if (unusable > 0) {
+      fmt::print(stderr,
+                 "sedensenet: error: {} of {} files could not be read (listed above); the others "
+                 "were classified\n",
+                 unusable, files.size());
+      return 1;
+    }
     return 0;
   }
 

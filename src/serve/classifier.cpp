@@ -78,22 +78,40 @@ std::vector<Prediction> Classifier::predict(const std::vector<torch::Tensor>& im
 
 std::vector<Prediction> Classifier::predict(const std::vector<std::filesystem::path>& files,
                                             int64_t k) const {
-  std::vector<Prediction> out;
-  out.reserve(files.size());
+  return predict(files, k, data::BadFilePolicy::error);
+}
+
+std::vector<Prediction> Classifier::predict(const std::vector<std::filesystem::path>& files,
+                                            int64_t k, data::BadFilePolicy on_bad_file) const {
+  std::vector<Prediction> out(files.size());
   const auto batch = static_cast<size_t>(options_.batch_size());
   const auto decode = input_.decode_options();
   for (size_t start = 0; start < files.size(); start += batch) {
     const size_t end = std::min(files.size(), start + batch);
     std::vector<torch::Tensor> prepared(end - start);
-    // Decoding and resizing dominate for small models: one file per intra-op thread. An error
-    // (a missing or corrupt file) is rethrown here, naming the file.
+    // Decoding and resizing dominate for small models: one file per intra-op thread. Under the
+    // error policy an unusable file's error is rethrown here, naming the file.
     at::parallel_for(0, static_cast<int64_t>(end - start), 1, [&](int64_t begin, int64_t stop) {
       for (int64_t i = begin; i < stop; ++i) {
         const auto& file = files[start + static_cast<size_t>(i)];
-        prepared[static_cast<size_t>(i)] = preprocess(data::read_image(file, decode));
+        try {
+          prepared[static_cast<size_t>(i)] = preprocess(data::read_image(file, decode));
+        } catch (const data::ImageError& e) {
+          if (on_bad_file == data::BadFilePolicy::error) throw;
+          out[start + static_cast<size_t>(i)].error = e.what();
+        }
       }
     });
-    for (auto& p : top_k(torch::stack(prepared), k)) out.push_back(std::move(p));
+    std::vector<torch::Tensor> usable;
+    std::vector<size_t> where;
+    for (size_t i = 0; i < prepared.size(); ++i) {
+      if (!prepared[i].defined()) continue;
+      usable.push_back(std::move(prepared[i]));
+      where.push_back(start + i);
+    }
+    if (usable.empty()) continue;
+    auto predictions = top_k(torch::stack(usable), k);
+    for (size_t i = 0; i < where.size(); ++i) out[where[i]] = std::move(predictions[i]);
   }
   return out;
 }

@@ -199,6 +199,16 @@ assert len(top) == 3 and abs(sum(t["probability"] for t in top)) <= 1.0 + 1e-6
 assert all(t["class"] in ("Ankle_boot", "Bag", "Coat", "Dress", "Pullover", "Sandal", "Shirt", "Sneaker", "T-shirt_top", "Trouser") for t in top)
 PY
 
+# predict on a folder holding an unusable file: the others are classified, the file is named, the
+# exit status says so.
+mkdir -p "$work/mixed"
+cp "$data/test/Bag/"*.png "$work/mixed/"
+head -c 40 "$img" > "$work/mixed/cut.png"
+expect_error "predict with a broken file" "1 of" "$tool" predict --weights "$work/run/best.pt" "$work/mixed" --threads 2
+contains "$work/out.txt" "cut.png"
+[ "$(grep -c '%' "$work/out.txt")" -eq "$(ls "$data/test/Bag" | wc -l)" ] \
+  || fail "predict with a broken file: the other files were not all classified"
+
 # export: ONNX and TorchScript (the files are run by ONNX Runtime, OpenCV and Python in
 # test_serve.cpp); nothing is overwritten unasked.
 expect_ok "export torchscript" "$tool" export "$work/run/best.pt" "$work/model.ts"

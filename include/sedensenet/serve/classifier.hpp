@@ -24,6 +24,7 @@
 #include <string>
 #include <vector>
 
+#include "sedensenet/data/image_folder.hpp"
 #include "sedensenet/io/trained_model.hpp"
 #include "sedensenet/serve/inference_graph.hpp"
 
@@ -37,6 +38,9 @@ struct Prediction {
     double probability = 0;  ///< softmax probability
   };
   std::vector<Class> top;
+  /// Set (and `top` empty) when the image could not be read: the file and the reason, from
+  /// `predict(files, k, data::BadFilePolicy::skip)`.
+  std::string error;
 };
 
 /// Layout of a raw pixel buffer passed to `Classifier::predict_pixels`.
@@ -65,6 +69,12 @@ class Classifier {
   /// is missing or cannot be decoded.
   std::vector<Prediction> predict(const std::vector<std::filesystem::path>& files,
                                   int64_t k = 5) const;
+
+  /// The same with a policy for unusable files: `error` throws as above; `skip` classifies the
+  /// others and gives each unusable file a result whose `error` names the file and the reason
+  /// (a folder of one's own photos often holds a few broken ones).
+  std::vector<Prediction> predict(const std::vector<std::filesystem::path>& files, int64_t k,
+                                  data::BadFilePolicy on_bad_file) const;
 
   /// Top-k classes of decoded images: uint8 (C, H, W) with C = 1 or 3, as `data::read_image`
   /// returns them, any size (each is resized as the checkpoint says).
