@@ -1,12 +1,18 @@
 // ImageLoader: the same batches and augmentations whatever the number of workers, drop_last,
 // cache, bad files under both policies, failing transforms, and clean early exit.
 #include <catch2/catch.hpp>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
+#include <set>
+#include <thread>
 
 #include "sedensenet/data/loader.hpp"
 #include "support/bundle.hpp"
@@ -24,6 +30,23 @@ int thread_count() {
   return n;
 }
 
+/// The thread count once at least `workers` worker threads are parked. The loader takes its
+/// workers from parked threads and parks them again after each epoch, so those are expected; any
+/// thread beyond them after an epoch would be a leak.
+int thread_count_with_parked(int workers) {
+  std::atomic<int> started{0};
+  {
+    std::vector<sedensenet::detail::WorkerThread> threads;
+    for (int i = 0; i < workers; ++i) {
+      threads.emplace_back([&] {
+        ++started;
+        while (started.load() < workers) std::this_thread::yield();  // all at once: distinct threads
+      });
+    }
+  }
+  return thread_count();
+}
+
 TransformPtr augmenting() {
   return compose({std::make_shared<Resize>(10, 10), std::make_shared<RandomHorizontalFlip>(),
                   std::make_shared<RandomCrop>(8, 2), std::make_shared<ColorJitter>(0.3, 0.3),
@@ -36,6 +59,28 @@ std::vector<Batch> run_epoch(ImageLoader& loader, int64_t epoch) {
   for (auto& batch : loader.epoch(epoch)) batches.push_back(batch);
   return batches;
 }
+
+/// The kernel ids of the process's threads.
+std::set<long> thread_ids() {
+  std::set<long> ids;
+  for (const auto& e : fs::directory_iterator("/proc/self/task")) ids.insert(std::stol(e.path().filename()));
+  return ids;
+}
+
+/// Records the kernel id of each thread that transforms an image.
+class ThreadSpy : public Transform {
+ public:
+  torch::Tensor apply(const torch::Tensor& image, Rng&) const override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    seen.insert(static_cast<long>(::syscall(SYS_gettid)));
+    return image;
+  }
+  std::string describe() const override { return "ThreadSpy"; }
+  mutable std::set<long> seen;
+
+ private:
+  mutable std::mutex mutex_;
+};
 
 class ThrowingTransform : public Transform {
  public:
@@ -148,7 +193,7 @@ TEST_CASE("Bad files: skipped and listed, or the epoch stops naming the file",
   }
   SECTION("error") {
     ImageFolder folder(dir.path(), ImageFolderOptions().on_bad_file(BadFilePolicy::error));
-    const int before = thread_count();
+    const int before = thread_count_with_parked(3);
     const auto start = std::chrono::steady_clock::now();
     for (int64_t workers : {1, 3}) {
       ImageLoader loader(folder, augmenting(),
@@ -169,7 +214,7 @@ TEST_CASE("An exception in a user transform stops the epoch, naming the file",
   ImageFolder folder(dir.path());
   ImageLoader loader(folder, std::make_shared<ThrowingTransform>(),
                      LoaderOptions().batch_size(4).shuffle(false).workers(2));
-  const int before = thread_count();
+  const int before = thread_count_with_parked(2);
   const auto start = std::chrono::steady_clock::now();
   auto run = [&] { run_epoch(loader, 0); };
   REQUIRE_THROWS_WITH(run(), Contains("img_003.png") && Contains("user transform exploded"));
@@ -185,7 +230,7 @@ TEST_CASE("Leaving an epoch early joins the workers promptly and leaks no thread
   sedensenet::test::TempDir dir;
   sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {40, 40});
   ImageFolder folder(dir.path());
-  const int before = thread_count();
+  const int before = thread_count_with_parked(4);
   const auto start = std::chrono::steady_clock::now();
   {
     ImageLoader loader(folder, augmenting(), LoaderOptions().batch_size(2).workers(4));
@@ -199,6 +244,21 @@ TEST_CASE("Leaving an epoch early joins the workers promptly and leaks no thread
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   CHECK(seconds < 10.0);
   CHECK(thread_count() == before);
+}
+
+TEST_CASE("Epochs reuse parked worker threads instead of starting new ones", "[loader][shutdown]") {
+  sedensenet::test::TempDir dir;
+  sedensenet::test::make_image_tree(dir.path(), {"a", "b"}, {20, 20});
+  ImageFolder folder(dir.path());
+  auto spy = std::make_shared<ThreadSpy>();
+  ImageLoader loader(folder, spy, LoaderOptions().batch_size(2).workers(3));
+  run_epoch(loader, 0);
+  const auto alive = thread_ids();
+  spy->seen.clear();
+  for (int64_t epoch = 1; epoch < 5; ++epoch) run_epoch(loader, epoch);
+  CHECK(thread_ids() == alive);  // no thread started or ended after the first epoch
+  REQUIRE(!spy->seen.empty());
+  for (const auto tid : spy->seen) CHECK(alive.count(tid) == 1);  // later epochs ran on them
 }
 
 TEST_CASE("Loader options are validated", "[loader][errors]") {

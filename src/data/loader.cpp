@@ -203,7 +203,6 @@ void ImageLoader::Epoch::stop() {
 }
 
 void ImageLoader::Epoch::work() {
-  sedensenet::detail::use_single_intra_op_thread();
   torch::NoGradGuard no_grad;
   for (;;) {
     size_t k;

@@ -29,6 +29,7 @@
 #include "sedensenet/data/rng.hpp"
 #include "sedensenet/data/transforms.hpp"
 #include "sedensenet/util/threads.hpp"
+#include "sedensenet/util/worker_thread.hpp"
 
 namespace sedensenet::data {
 
@@ -225,7 +226,7 @@ class ImageLoader::Epoch {
   int64_t index_;
   std::vector<std::vector<int64_t>> plan_;
   size_t capacity_ = 1;
-  std::vector<std::thread> workers_;
+  std::vector<sedensenet::detail::WorkerThread> workers_;
   std::mutex mutex_;
   std::condition_variable ready_, space_;
   std::map<size_t, Result> results_;
