@@ -95,7 +95,10 @@ void weighted_rows(const uint8_t* in, int64_t width, uint8_t* out, int64_t out_r
     const int n = c.count[static_cast<size_t>(y)];
     uint8_t* dst = out + y * width;
     int64_t x0 = 0;
-    for (; x0 + kChunk <= width; x0 += kChunk) {
+    // The last chunk may overlap the one before it (same sums, written twice), so that only
+    // rows narrower than a chunk go column by column.
+    for (; x0 < width && width >= kChunk; x0 += kChunk) {
+      x0 = std::min(x0, width - kChunk);
       int32_t sums[kChunk];
       for (int64_t j = 0; j < kChunk; ++j) sums[j] = 1 << (kPrecisionBits - 1);
       for (int i = 0; i < n; ++i) {
@@ -108,7 +111,7 @@ void weighted_rows(const uint8_t* in, int64_t width, uint8_t* out, int64_t out_r
         dst[x0 + j] = static_cast<uint8_t>(v < 0 ? 0 : (v > 255 ? 255 : v));
       }
     }
-    for (int64_t x = x0; x < width; ++x) {
+    for (int64_t x = width >= kChunk ? width : 0; x < width; ++x) {
       int32_t sum = 1 << (kPrecisionBits - 1);
       for (int i = 0; i < n; ++i) sum += top[i * width + x] * k[i];
       const int32_t v = sum >> kPrecisionBits;
