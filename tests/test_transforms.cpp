@@ -178,6 +178,31 @@ TEST_CASE("ToTensor and Normalize are exact", "[transforms][python]") {
     CHECK(torch::equal(slot, pipeline->apply(image, rng)));
   }
   CHECK(torch::equal(pipeline->apply(r.source, rng), r.expected.at("normalize")));
+  // With RandomHorizontalFlip before them, the flip joins the same pass: the values and the
+  // random draws are those of the steps one by one, flipped or not.
+  auto flipping = compose({std::make_shared<Resize>(17), std::make_shared<RandomHorizontalFlip>(),
+                           std::make_shared<ToTensor>(),
+                           std::make_shared<Normalize>(imagenet_mean(), imagenet_std())});
+  int flipped = 0;
+  for (uint64_t seed = 0; seed < 16; ++seed) {
+    for (const auto& image : {r.source, r.grey}) {
+      Rng fused(seed), stepwise(seed), unflipped(seed);
+      auto expected = flipping->apply(image, stepwise);
+      auto slot = torch::empty(expected.sizes());
+      REQUIRE(flipping->apply_into(image, fused, slot));
+      CHECK(torch::equal(slot, expected));
+      CHECK(fused.uniform() == stepwise.uniform());  // the same number of draws
+      auto plain = compose({std::make_shared<Resize>(17), std::make_shared<ToTensor>(),
+                            std::make_shared<Normalize>(imagenet_mean(), imagenet_std())})
+                       ->apply(image, unflipped);
+      if (!torch::equal(expected, plain)) {
+        ++flipped;
+        CHECK(torch::equal(expected, plain.flip({2})));
+      }
+    }
+  }
+  CHECK(flipped > 4);
+  CHECK(flipped < 28);
 }
 
 TEST_CASE("Random transforms are deterministic for a seed and cover their range",

@@ -54,10 +54,17 @@ bool Compose::apply_into(const torch::Tensor& image, Rng& rng, torch::Tensor& ou
   const size_t n = steps_.size();
   const auto* normalize = n >= 2 ? dynamic_cast<const Normalize*>(steps_[n - 1].get()) : nullptr;
   if (normalize != nullptr && dynamic_cast<const ToTensor*>(steps_[n - 2].get()) != nullptr) {
-    for (size_t i = 0; i + 2 < n; ++i) x = steps_[i]->apply(x, rng);
-    if (functional::to_normalized_tensor_into(x, normalize->mean(), normalize->std(), out)) {
+    // [..., RandomHorizontalFlip,] ToTensor, Normalize: one pass (the flip's draw in its turn).
+    const auto* flip =
+        n >= 3 ? dynamic_cast<const RandomHorizontalFlip*>(steps_[n - 3].get()) : nullptr;
+    const size_t before = flip != nullptr ? n - 3 : n - 2;
+    for (size_t i = 0; i < before; ++i) x = steps_[i]->apply(x, rng);
+    const bool mirror = flip != nullptr && flip->draw(rng);
+    if (functional::to_normalized_tensor_into(x, normalize->mean(), normalize->std(), out,
+                                              mirror)) {
       return true;
     }
+    if (mirror) x = functional::hflip(x);
     x = steps_[n - 2]->apply(x, rng);
   } else {
     for (size_t i = 0; i + 1 < n; ++i) x = steps_[i]->apply(x, rng);
@@ -213,7 +220,7 @@ RandomHorizontalFlip::RandomHorizontalFlip(double p) : p_(p) {
 }
 
 torch::Tensor RandomHorizontalFlip::apply(const torch::Tensor& image, Rng& rng) const {
-  return rng.bernoulli(p_) ? functional::hflip(image) : image;
+  return draw(rng) ? functional::hflip(image) : image;
 }
 
 std::string RandomHorizontalFlip::describe() const {

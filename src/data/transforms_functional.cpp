@@ -2,6 +2,12 @@
 // and PIL helpers they share. The transform classes that draw parameters and call them are in
 // transforms.cpp.
 #include <algorithm>
+#include <cstdint>
+#include <vector>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <tmmintrin.h>
+#endif
 
 #include "sedensenet/data/transforms.hpp"
 
@@ -235,6 +241,51 @@ torch::Tensor adjust_hue(const torch::Tensor& image, double hue_factor) {
   return torch::stack({out_r, out_g, out_b}).to(torch::kUInt8);
 }
 
+namespace {
+
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+/// Reverses whole 16-byte blocks from the ends inward with SSSE3; returns how many bytes it did
+/// from each end (the caller does the middle).
+__attribute__((target("ssse3"))) int64_t reverse_blocks_ssse3(const uint8_t* in, uint8_t* out,
+                                                              int64_t n) {
+  const __m128i reverse = _mm_setr_epi8(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + n - 16 - i), _mm_shuffle_epi8(v, reverse));
+  }
+  return i;
+}
+#endif
+
+/// out[i] = in[n - 1 - i] (`in` and `out` do not overlap).
+void reverse_bytes(const uint8_t* in, uint8_t* out, int64_t n) {
+  int64_t done = 0;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  if (__builtin_cpu_supports("ssse3")) done = reverse_blocks_ssse3(in, out, n);
+#endif
+  for (int64_t i = done; i < n; ++i) out[n - 1 - i] = in[i];
+}
+
+/// ToTensor + Normalize of one run of values: (x / 255 - m) / s in float32.
+/// Blocks of 16, the last one overlapping the one before when n is not a multiple: short runs
+/// (rows) then need no value-by-value tail, whose scalar divisions would cost more than the rest.
+void normalize_run(const uint8_t* __restrict in, float* __restrict out, int64_t n, float m,
+                   float s) {
+  constexpr int64_t kBlock = 16;
+  auto value = [m, s](uint8_t x) { return (static_cast<float>(x) / 255.0f - m) / s; };
+  if (n < kBlock) {
+    for (int64_t i = 0; i < n; ++i) out[i] = value(in[i]);
+    return;
+  }
+  for (int64_t i = 0; i < n; i += kBlock) {
+    i = std::min(i, n - kBlock);
+    for (int64_t j = 0; j < kBlock; ++j) out[i + j] = value(in[i + j]);
+  }
+}
+
+}  // namespace
+
 torch::Tensor to_tensor(const torch::Tensor& image) {
   detail::check_uint8_image(image, "ToTensor");
   auto x = image.to(torch::kFloat32).div_(255);
@@ -243,7 +294,8 @@ torch::Tensor to_tensor(const torch::Tensor& image) {
 }
 
 bool to_normalized_tensor_into(const torch::Tensor& image, const std::vector<double>& mean,
-                               const std::vector<double>& std, torch::Tensor& out) {
+                               const std::vector<double>& std, torch::Tensor& out,
+                               bool mirror) {
   if (image.dim() != 3 || image.scalar_type() != torch::kUInt8 || !image.is_contiguous() ||
       (image.size(0) != 1 && image.size(0) != 3) || out.scalar_type() != torch::kFloat32 ||
       !out.is_contiguous() || out.dim() != 3 || out.size(0) != 3 ||
@@ -251,15 +303,24 @@ bool to_normalized_tensor_into(const torch::Tensor& image, const std::vector<dou
       std.size() != 3) {
     return false;
   }
-  const int64_t pixels = image.size(1) * image.size(2);
+  const int64_t width = image.size(2), pixels = image.size(1) * width;
   const uint8_t* source = image.data_ptr<uint8_t>();
   float* target = out.data_ptr<float>();
+  std::vector<uint8_t> reversed(mirror ? static_cast<size_t>(width) : 0);
   for (int64_t c = 0; c < 3; ++c) {
     const uint8_t* x = source + (image.size(0) == 1 ? 0 : c * pixels);
     float* y = target + c * pixels;
     const auto m = static_cast<float>(mean[static_cast<size_t>(c)]);
     const auto s = static_cast<float>(std[static_cast<size_t>(c)]);
-    for (int64_t i = 0; i < pixels; ++i) y[i] = (static_cast<float>(x[i]) / 255.0f - m) / s;
+    if (!mirror) {
+      normalize_run(x, y, pixels, m, s);
+    } else {
+      // Each row reversed into a small buffer first: the conversion stays vectorised.
+      for (int64_t row = 0; row < pixels; row += width) {
+        reverse_bytes(x + row, reversed.data(), width);
+        normalize_run(reversed.data(), y + row, width, m, s);
+      }
+    }
   }
   return true;
 }
@@ -272,9 +333,7 @@ torch::Tensor hflip(const torch::Tensor& image) {
   const int64_t rows = image.size(0) * image.size(1), width = image.size(2);
   const uint8_t* in = image.data_ptr<uint8_t>();
   uint8_t* flipped = out.data_ptr<uint8_t>();
-  for (int64_t r = 0; r < rows; ++r) {
-    std::reverse_copy(in + r * width, in + (r + 1) * width, flipped + r * width);
-  }
+  for (int64_t r = 0; r < rows; ++r) reverse_bytes(in + r * width, flipped + r * width, width);
   return out;
 }
 

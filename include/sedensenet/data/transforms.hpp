@@ -154,10 +154,11 @@ torch::Tensor to_tensor(const torch::Tensor& image);
 
 /// ToTensor then Normalize in one pass over a uint8 (1 or 3, H, W) image, written into `out`
 /// (float32 (3, H, W), contiguous): per value x / 255, then - mean, then / std, in float32 as the
-/// two steps compute them, so the values are the same. Returns false (writing nothing) when the
-/// image or `out` is not of that kind.
+/// two steps compute them, so the values are the same. `mirror`: hflip first, in the same pass.
+/// Returns false (writing nothing) when the image or `out` is not of that kind.
 bool to_normalized_tensor_into(const torch::Tensor& image, const std::vector<double>& mean,
-                               const std::vector<double>& std, torch::Tensor& out);
+                               const std::vector<double>& std, torch::Tensor& out,
+                               bool mirror = false);
 
 /// (x - mean) / std per channel, as torchvision's Normalize (sub, then div).
 torch::Tensor normalize(const torch::Tensor& image, const std::vector<double>& mean,
@@ -237,6 +238,8 @@ class RandomHorizontalFlip : public Transform {
   explicit RandomHorizontalFlip(double p = 0.5);
   torch::Tensor apply(const torch::Tensor& image, Rng& rng) const override;
   std::string describe() const override;
+  /// Draws whether this image is flipped, as apply() does (one Bernoulli(p) from `rng`).
+  bool draw(Rng& rng) const { return rng.bernoulli(p_); }
 
  private:
   double p_;
