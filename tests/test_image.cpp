@@ -3,8 +3,12 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <cstdio>  // before jpeglib.h
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
+
+#include <jpeglib.h>
 
 #include "sedensenet/data/image.hpp"
 #include "support/bundle.hpp"
@@ -26,6 +30,56 @@ double mean_abs_difference(const torch::Tensor& a, const torch::Tensor& b) {
 void write_bytes(const fs::path& path, const std::vector<uint8_t>& bytes) {
   std::ofstream(path, std::ios::binary)
       .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+}
+
+/// A progressive JPEG of `image` (uint8 (3, H, W)), through libjpeg's own encoder.
+std::vector<uint8_t> encode_progressive_jpeg(const torch::Tensor& image) {
+  auto hwc = image.permute({1, 2, 0}).contiguous();
+  jpeg_compress_struct info;
+  jpeg_error_mgr errors;
+  info.err = jpeg_std_error(&errors);
+  jpeg_create_compress(&info);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&info, &buffer, &size);
+  info.image_width = static_cast<JDIMENSION>(image.size(2));
+  info.image_height = static_cast<JDIMENSION>(image.size(1));
+  info.input_components = 3;
+  info.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&info);
+  jpeg_simple_progression(&info);
+  jpeg_start_compress(&info, TRUE);
+  const auto stride = static_cast<int64_t>(image.size(2)) * 3;
+  while (info.next_scanline < info.image_height) {
+    JSAMPROW row = hwc.data_ptr<uint8_t>() + info.next_scanline * stride;
+    jpeg_write_scanlines(&info, &row, 1);
+  }
+  jpeg_finish_compress(&info);
+  jpeg_destroy_compress(&info);
+  std::vector<uint8_t> bytes(buffer, buffer + size);
+  std::free(buffer);
+  return bytes;
+}
+
+/// `jpeg` with its last scan (SOS marker to the next marker) repeated until it has `scans` scans.
+std::vector<uint8_t> with_repeated_last_scan(const std::vector<uint8_t>& jpeg, int scans) {
+  std::vector<size_t> starts;  // SOS markers
+  for (size_t i = 0; i + 1 < jpeg.size(); ++i) {
+    if (jpeg[i] == 0xFF && jpeg[i + 1] == 0xDA) starts.push_back(i);
+  }
+  REQUIRE(!starts.empty());
+  const size_t first = starts.back();
+  size_t end = first + 2;
+  while (end + 1 < jpeg.size() && !(jpeg[end] == 0xFF && jpeg[end + 1] != 0x00 &&
+                                     (jpeg[end + 1] < 0xD0 || jpeg[end + 1] > 0xD7))) {
+    ++end;
+  }
+  const std::vector<uint8_t> scan(jpeg.begin() + static_cast<long>(first),
+                                  jpeg.begin() + static_cast<long>(end));
+  std::vector<uint8_t> out(jpeg.begin(), jpeg.begin() + static_cast<long>(end));
+  for (int i = static_cast<int>(starts.size()); i < scans; ++i) out.insert(out.end(), scan.begin(), scan.end());
+  out.insert(out.end(), jpeg.begin() + static_cast<long>(end), jpeg.end());
+  return out;
 }
 
 std::vector<uint8_t> prefix(const std::vector<uint8_t>& bytes, size_t n) {
@@ -172,6 +226,22 @@ TEST_CASE("Bad files give errors that name the file and the problem", "[image][e
     std::ofstream(dir / "ascii.ppm") << "P3\n2 1\n255\n255 0 0 0 255 0\n";
     REQUIRE_THROWS_WITH(read_image(dir / "ascii.ppm"), Contains("P3") && Contains("not supported"));
   }
+}
+
+TEST_CASE("A progressive JPEG with a hostile number of scans is refused, an ordinary one decodes",
+          "[image][errors]") {
+  auto image = torch::randint(0, 256, {3, 24, 40}, torch::kUInt8);
+  const auto ordinary = encode_progressive_jpeg(image);
+  auto decoded = decode_image(ordinary, "ordinary.jpg");
+  CHECK(decoded.sizes() == image.sizes());
+  // libjpeg reads repeated scans (with a warning) and would go through every one of them.
+  const auto many = with_repeated_last_scan(ordinary, 500);
+  CHECK(decode_image(many, "many.jpg").sizes() == image.sizes());  // at the limit: decoded
+  const auto hostile = with_repeated_last_scan(ordinary, 501);
+  REQUIRE_THROWS_WITH(decode_image(hostile, "hostile.jpg"),
+                      Contains("hostile.jpg") && Contains("more than 500 scans"));
+  REQUIRE_THROWS_WITH(decode_image(with_repeated_last_scan(ordinary, 5000), "huge.jpg"),
+                      Contains("more than 500 scans"));
 }
 
 TEST_CASE("decode_image works on in-memory data and read_header reports format and size",

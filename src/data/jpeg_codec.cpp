@@ -44,6 +44,25 @@ void on_message(j_common_ptr info, int level) {
   if (level < 0 && info->err->msg_code == JWRN_JPEG_EOF) errors->premature_end = true;
 }
 
+/// The most scans a progressive JPEG may have. Each scan is a pass over all the image's
+/// coefficients, so a small hostile file with thousands of (bogus, repeated) scans would keep a
+/// worker busy for minutes; ordinary progressive files have about 10. libjpeg-turbo's own tools
+/// use this limit for untrusted input (djpeg and tjbench `-maxscans`/`-limitscans`).
+constexpr int kMaxScans = 500;
+
+// Called by libjpeg as it reads the input: stops at the scan after kMaxScans, through the same
+// jump as a fatal error.
+void on_progress(j_common_ptr info) {
+  auto* decompress = reinterpret_cast<j_decompress_ptr>(info);
+  if (!info->is_decompressor || decompress->input_scan_number <= kMaxScans) return;
+  auto* errors = reinterpret_cast<ErrorManager*>(info->err);
+  std::snprintf(errors->message, sizeof errors->message,
+                "progressive JPEG with more than %d scans (ordinary files have about 10); "
+                "refused as a possible denial of service",
+                kMaxScans);
+  std::longjmp(errors->jump, 1);
+}
+
 #if defined(__x86_64__) && defined(__GNUC__)
 /// RGB RGB ... to three planes, 16 pixels (48 bytes) at a time with byte shuffles; returns how
 /// many pixels it did (the rest are left to the caller's loop).
@@ -124,10 +143,12 @@ void split_row(const uint8_t* row, int channels, size_t width, uint8_t* dst, siz
 }
 
 // Decodes into `out`. Returns false with `errors->message` set on a fatal error.
-bool run_decoder(jpeg_decompress_struct* info, ErrorManager* errors, const uint8_t* data,
-                 size_t size, int scale_denominator, DecodedPixels* out) {
+bool run_decoder(jpeg_decompress_struct* info, ErrorManager* errors, jpeg_progress_mgr* progress,
+                 const uint8_t* data, size_t size, int scale_denominator, DecodedPixels* out) {
   if (setjmp(errors->jump)) return false;
   jpeg_create_decompress(info);
+  progress->progress_monitor = on_progress;
+  info->progress = progress;
   jpeg_mem_src(info, data, static_cast<unsigned long>(size));
   jpeg_read_header(info, TRUE);
   if (info->num_components != 1 && info->num_components != 3 && info->num_components != 4) {
@@ -172,7 +193,8 @@ DecodedPixels jpeg_decode(const uint8_t* data, size_t size, int scale_denominato
   errors.base.emit_message = on_message;
   errors.premature_end = false;
   errors.message[0] = '\0';
-  const bool decoded = run_decoder(&info, &errors, data, size, scale_denominator, &out);
+  jpeg_progress_mgr progress{};
+  const bool decoded = run_decoder(&info, &errors, &progress, data, size, scale_denominator, &out);
   jpeg_destroy_decompress(&info);
   out.pixels.clear();
   if (!decoded || errors.premature_end) {
