@@ -45,8 +45,9 @@ void on_message(j_common_ptr info, int level) {
 }
 
 /// The most scans a progressive JPEG may have. Each scan is a pass over all the image's
-/// coefficients, so a small hostile file with thousands of (bogus, repeated) scans would keep a
-/// worker busy for minutes; ordinary progressive files have about 10. libjpeg-turbo's own tools
+/// coefficients, so a small hostile file with thousands of (bogus, repeated) scans keeps a worker
+/// busy: a flat 4096x4096 image with a 33-byte scan repeated to 5000 scans is a 257 KB file that
+/// PIL takes 86 s to decode. Ordinary progressive files have about 10 scans. libjpeg-turbo's own tools
 /// use this limit for untrusted input (djpeg and tjbench `-maxscans`/`-limitscans`).
 constexpr int kMaxScans = 500;
 
