@@ -84,6 +84,21 @@ def checkpoint(state, model=None, version=2):
             state_dict() + b"u")
 
 
+def many_scans_jpeg(path, size, scans):
+    import io
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (120, 130, 140)).save(buffer, "JPEG", progressive=True)
+    data = buffer.getvalue()
+    starts = [i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] == 0xDA]
+    end = starts[-1] + 2  # the last scan runs to the next marker (not a stuffed 0xFF00 or RSTn)
+    while not (data[end] == 0xFF and data[end + 1] != 0 and not 0xD0 <= data[end + 1] <= 0xD7):
+        end += 1
+    scan = data[starts[-1]:end]
+    with open(path, "wb") as f:
+        f.write(data[:end] + scan * (scans - len(starts)) + data[end:])
+
+
 def main():
     out, marker = sys.argv[1], sys.argv[2]
     os.makedirs(out, exist_ok=True)
@@ -160,6 +175,10 @@ def main():
         json.dump({"preset": "densenet_bc_1000006", "epochs": 1}, f)
     with open(w("huge_epochs_config.json"), "w") as f:
         f.write('{"epochs": 99999999999999999999}')
+
+    # A progressive JPEG whose last scan (33 bytes) is repeated to 5000 scans: a 105 KB file that
+    # PIL takes about 20 s to decode (each scan is a pass over every coefficient).
+    many_scans_jpeg(w("many_scans.jpg"), 2048, 5000)
 
     # A data folder with branching symlink loops in every class folder.
     loops = w("loops")

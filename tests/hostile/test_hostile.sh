@@ -91,6 +91,10 @@ weights_run=$work/weights
   --threads 1 --workers 1 --run-dir "$weights_run" > "$work/train.log" 2>&1) || fail "the reference run failed: $(tail -n 3 "$work/train.log")"
 run predict --weights "$weights_run/best.pt" "$image" --threads 1000000
 [[ $code -eq 0 && $out == *"warning: threads 1000000 is more than 4x"* ]] || fail "predict --threads 1000000: exit $code: $out"
+# A progressive JPEG with 5000 scans: refused at scan 501, naming the file and the limit.
+checks=$((checks + 1))
+run predict --weights "$weights_run/best.pt" "$hostile/many_scans.jpg" --threads 1
+[[ $code -eq 1 && $out == *"many_scans.jpg"* && $out == *"more than 500 scans"* ]] || fail "predict many_scans.jpg: exit $code: $(printf '%s' "$out" | tail -n 3)"
 checks=$((checks + 1))
 printf '{"workers": 1000000, "epochs": 1, "preset": "densenet_bc_10_k4", "image_size": 16, "threads": 1}\n' > "$work/workers.json"
 run train "$data" --config "$work/workers.json" --run-dir "$work/run/r"
