@@ -172,12 +172,19 @@ bool run_decoder(jpeg_decompress_struct* info, ErrorManager* errors, jpeg_progre
   const size_t width = info->output_width;
   const size_t plane = width * info->output_height;
   out->planes.reset(new uint8_t[plane * static_cast<size_t>(out->channels)]);
-  out->pixels.resize(width * static_cast<size_t>(in_channels));  // one scanline
+  // Up to kRows scanlines per call: libjpeg decodes a row group (of up to 16 rows) at a time, and
+  // asking for one row at a time costs a call through its controllers for each row.
+  constexpr int kRows = 16;
+  const size_t row_bytes = width * static_cast<size_t>(in_channels);
+  out->pixels.resize(row_bytes * kRows);
+  JSAMPROW rows[kRows];
+  for (int i = 0; i < kRows; ++i) rows[i] = out->pixels.data() + static_cast<size_t>(i) * row_bytes;
   while (info->output_scanline < info->output_height) {
     const size_t y = info->output_scanline;
-    JSAMPROW row = out->pixels.data();
-    jpeg_read_scanlines(info, &row, 1);
-    split_row(row, in_channels, width, out->planes.get() + y * width, plane);
+    const JDIMENSION read = jpeg_read_scanlines(info, rows, kRows);
+    for (JDIMENSION i = 0; i < read; ++i) {
+      split_row(rows[i], in_channels, width, out->planes.get() + (y + i) * width, plane);
+    }
   }
   jpeg_finish_decompress(info);
   return true;
