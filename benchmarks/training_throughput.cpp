@@ -1,6 +1,8 @@
 // Training throughput, loading included: SEDenseNet's Trainer + ImageLoader against a PyTorch
 // training loop of the same model (python/sedensenet.py) with torchvision's ImageFolder and
-// DataLoader, on the same images, measured side by side in one run.
+// DataLoader, on the same images, measured side by side in one run. Then a roofline line: the
+// machine's measured float32 GEMM peak (same run, same threads), the FLOPs of a training step, and
+// the fraction of that peak each implementation reaches.
 //
 //   training_throughput [--data DIR] [--preset densenet_bc_22_k12] [--image-size 28]
 //                       [--batch 64] [--images 6400] [--workers 2] [--threads 0] [--csv FILE]
@@ -9,6 +11,7 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -17,6 +20,29 @@
 #include <sstream>
 
 namespace data = sedensenet::data;
+
+namespace {
+
+/// The machine's float32 matrix-multiply rate on the current LibTorch threads, in GFLOP/s: the
+/// best of 7 timings of 4 products of two 1024x1024 matrices (2 * 1024^3 FLOPs each), after a
+/// warm-up. What oneDNN's convolutions can reach at best on this CPU.
+double measure_gemm_gflops() {
+  torch::NoGradGuard no_grad;
+  torch::manual_seed(0);
+  const int64_t n = 1024;
+  const auto a = torch::randn({n, n}), b = torch::randn({n, n});
+  auto c = torch::empty({n, n});
+  for (int i = 0; i < 3; ++i) torch::mm_out(c, a, b);
+  double best = 1e30;
+  for (int trial = 0; trial < 7; ++trial) {
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < 4; ++i) torch::mm_out(c, a, b);
+    best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return 4 * 2.0 * static_cast<double>(n * n * n) / best / 1e9;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"Training throughput against a PyTorch + torchvision DataLoader loop"};
@@ -124,6 +150,29 @@ int main(int argc, char** argv) {
       csv << fmt::format("{},{:.1f}\n", name, rate);
     }
     fmt::print("wrote {}\n", csv_path);
+
+    // Roofline: FLOPs of a training step (forward + the two backward products: 3 x forward, for
+    // the convolutions and linear layers `summary` counts; batch norm, ReLU and concatenation are
+    // memory-bound and not counted) against the measured GEMM peak.
+    const double peak = measure_gemm_gflops();
+    sedensenet::DenseNet probe(sedensenet::DenseNetOptions::preset(preset).num_classes(
+        static_cast<int64_t>(splits.train.classes().size())));
+    const auto macs = sedensenet::summary(probe, {3, image_size, image_size}).macs;
+    const double flops_per_image = 3.0 * 2.0 * static_cast<double>(macs);
+    fmt::print("\nroofline: float32 GEMM peak {:.1f} GFLOP/s ({} threads, 1024x1024 mm, best of 7); "
+               "a training step of batch {} is {:.2f} GFLOP (3 x 2 x {} forward MACs per image)\n",
+               peak, threads, batch, flops_per_image * static_cast<double>(batch) / 1e9, macs);
+    fmt::print("{:<32} {:>10} {:>16}\n", "implementation", "GFLOP/s", "fraction of peak");
+    const auto roofline_path = std::filesystem::path(csv_path).replace_extension("").string() + "_roofline.csv";
+    std::ofstream roofline(roofline_path);
+    roofline << "impl,images_per_s,gflop_per_s,gemm_peak_gflop_per_s,fraction_of_peak,forward_macs_per_image\n";
+    for (const auto& [name, rate] : rows) {
+      const double achieved = rate * flops_per_image / 1e9;
+      fmt::print("{:<32} {:>10.2f} {:>15.1f}%\n", name, achieved, 100.0 * achieved / peak);
+      roofline << fmt::format("{},{:.1f},{:.3f},{:.2f},{:.4f},{}\n", name, rate, achieved, peak,
+                              achieved / peak, macs);
+    }
+    fmt::print("wrote {}\n", roofline_path);
   } catch (const std::exception& e) {
     fmt::print(stderr, "training_throughput: {}\n", sedensenet::error_message(e));
     return 1;
