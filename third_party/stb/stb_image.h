@@ -2102,7 +2102,9 @@ stbi_inline static int stbi__jpeg_huff_decode(stbi__jpeg *j, stbi__huffman *h)
    // wants to be compared against something shifted to have 16;
    // that way we don't need to shift inside the loop.
    temp = j->code_buffer >> 16;
-   for (k=FAST_BITS+1 ; ; ++k)
+   // SEDenseNet check 6: a scan that uses a Huffman table no DHT segment defined has no sentinel
+   // in maxcode[17]; the search stops at 17 instead of reading past the table.
+   for (k=FAST_BITS+1 ; k < 17; ++k)
       if (temp < h->maxcode[k])
          break;
    if (k == 17) {
@@ -3987,6 +3989,9 @@ static void *stbi__jpeg_load(stbi__context *s, int *x, int *y, int *comp, int re
    unsigned char* result;
    stbi__jpeg* j = (stbi__jpeg*) stbi__malloc(sizeof(stbi__jpeg));
    if (!j) return stbi__errpuc("outofmem", "Out of memory");
+   // SEDenseNet check 6: tables no DHT/DQT segment defines are zeros, not the heap's last contents
+   // (the decoding of such a file no longer depends on what was freed before it).
+   memset(j, 0, sizeof(stbi__jpeg));
    STBI_NOTUSED(ri);
    j->s = s;
    stbi__setup_jpeg(j);
