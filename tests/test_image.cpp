@@ -93,7 +93,7 @@ TEST_CASE("Every format decodes as PIL's convert('RGB') does", "[image][pil][pyt
   auto expected = sedensenet::test::load_bundle(dir / "decoded");
   const std::vector<std::string> exact = {
       "rgb.png", "grey.png", "grey_alpha.png", "rgba.png", "palette.png", "rgb.bmp", "grey.bmp",
-      "rgb.ppm", "grey.pgm", "rgb.tga", "palette.gif", "q75.jpg", "q95.jpg", "q90_444.jpg",
+      "rgb.ppm", "grey.pgm", "rgb.tga", "rgb_tga.img", "palette.gif", "q75.jpg", "q95.jpg", "q90_444.jpg",
       "q90_422.jpg", "grey.jpg", "progressive.jpg", "photo.jpg", "photo_odd.jpg", "cmyk.jpg"};
   for (const auto& name : exact) {
     INFO(name);
@@ -106,6 +106,18 @@ TEST_CASE("Every format decodes as PIL's convert('RGB') does", "[image][pil][pyt
                    << mean_abs_difference(ours, expected.at(key)));
     CHECK(differing == 0);
   }
+  // What PIL cannot identify, we refuse too, naming the file (stb_image alone would decode some).
+  std::ifstream refused_list(dir / "refused.txt");
+  std::vector<std::string> refused;
+  for (std::string name; std::getline(refused_list, name);) {
+    if (!name.empty()) refused.push_back(name);
+  }
+  REQUIRE(refused.size() == 3);
+  for (const auto& name : refused) {
+    INFO(name);
+    REQUIRE_THROWS_WITH(read_image(dir / name), Contains(name) && Contains("not a supported image"));
+  }
+  REQUIRE_THROWS_WITH(read_image(dir / "fill.jpg"), Contains("fill bytes before the JPEG start marker"));
   // Decode-time downscaling (DecodeOptions::min_size): libjpeg's DCT scaling, the pixels of PIL's
   // draft at the same scale. The scale is the largest that keeps the shorter side >= min_size.
   const auto photo = read_file(dir / "photo.jpg");  // 501 x 375
@@ -164,6 +176,10 @@ TEST_CASE("Bad files give errors that name the file and the problem", "[image][e
     std::ofstream(dir / "notes.jpg") << "these are not pixels\n";
     REQUIRE_THROWS_WITH(read_image(dir / "notes.jpg"),
                         Contains("notes.jpg") && Contains("not a supported image"));
+    // A .tga name is no signature: the header is checked as TGA's.
+    std::ofstream(dir / "notes.tga") << "these are not pixels\n";
+    REQUIRE_THROWS_WITH(read_image(dir / "notes.tga"),
+                        Contains("notes.tga") && Contains("corrupt TGA header"));
   }
   SECTION("corrupt data after a valid signature") {
     auto bytes = png;

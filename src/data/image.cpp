@@ -188,16 +188,30 @@ ImageHeader read_header(const uint8_t* data, size_t size, const std::string& sou
     check_pixels(std::abs(static_cast<int64_t>(static_cast<int32_t>(detail::read_le(data + 18, 4)))),
                  std::abs(static_cast<int64_t>(static_cast<int32_t>(detail::read_le(data + 22, 4)))));
   }
+  // TGA has no signature: a file no signature claims is read as TGA if it has a TGA header (PIL
+  // tries its TGA reader on such files too), and is refused otherwise, rather than left to stb,
+  // which would also take a JPEG after fill bytes or a Softimage PIC that PIL refuses.
+  if (header.format == ImageFormat::unknown || header.format == ImageFormat::tga) {
+    if (!codec::stb_is_tga(data, size)) {
+      if (size >= 2 && data[0] == 0xFF && (data[1] == 0xFF || data[1] == 0xD8)) {
+        throw ImageError(source, "not a supported image: it starts with 0xFF fill bytes before "
+                                 "the JPEG start marker (a JPEG starts with FF D8 FF), which "
+                                 "PIL refuses too; re-save it with an image editor");
+      }
+      throw ImageError(source, header.format == ImageFormat::tga
+                                   ? std::string("corrupt TGA header (unsupported colour map, "
+                                                 "image type, size or bits per pixel)")
+                                   : std::string("not a supported image (JPEG, PNG, BMP, TGA, GIF, "
+                                                 "PNM, PSD, HDR): no known signature"));
+    }
+    header.format = ImageFormat::tga;
+  }
   const auto info = codec::stb_header(data, size);
   if (!info.ok) {
     if (header.format == ImageFormat::pnm && (data[1] != '5' && data[1] != '6')) {
       throw ImageError(source, std::string("PNM variant P") + static_cast<char>(data[1]) +
                                    " (ASCII or PAM) is not supported: convert it to binary "
                                    "PPM/PGM (P6/P5) or PNG");
-    }
-    if (header.format == ImageFormat::unknown) {
-      throw ImageError(source, "not a supported image (JPEG, PNG, BMP, TGA, GIF, PNM, PSD, HDR): " +
-                                   info.error);
     }
     throw ImageError(source, std::string("corrupt ") + to_string(header.format) + " header: " +
                                  info.error);

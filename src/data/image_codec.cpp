@@ -1,6 +1,6 @@
-// The compiled part of the library: stb_image's and stb_image_write's implementation units, zlib
-// for gzip, and the per-thread OpenMP setting. Everything else is header-only; the headers reach
-// these through the declarations in sedensenet/data/codec.hpp and sedensenet/util/threads.hpp.
+// stb_image's and stb_image_write's implementation units (the vendored copy in third_party/stb,
+// with the fuzz-found checks) and zlib for gzip, behind the declarations in
+// sedensenet/data/codec.hpp. Compiled alone: stb's code is not part of the unity build.
 #define STB_IMAGE_IMPLEMENTATION
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_FAILURE_USERMSG
@@ -38,6 +38,13 @@ HeaderInfo stb_header(const uint8_t* data, size_t size) {
   info.channels = channels;
   info.sixteen_bit = stbi_is_16_bit_from_memory(data, length) != 0;
   return info;
+}
+
+bool stb_is_tga(const uint8_t* data, size_t size) {
+  if (size > static_cast<size_t>(INT32_MAX)) return false;
+  stbi__context context;
+  stbi__start_mem(&context, data, static_cast<int>(size));
+  return stbi__tga_test(&context) != 0;
 }
 
 DecodedPixels stb_decode(const uint8_t* data, size_t size) {

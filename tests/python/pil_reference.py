@@ -61,6 +61,12 @@ def formats(folder):
     save("rgb.ppm", Image.fromarray(rgb))
     save("grey.pgm", Image.fromarray(grey, "L"))
     save("rgb.tga", Image.fromarray(rgb))
+    # TGA has no signature: PIL reads one under any name, and so must we.
+    with open(os.path.join(folder, "rgb.tga"), "rb") as tga:
+        tga_bytes = tga.read()
+    with open(os.path.join(folder, "rgb_tga.img"), "wb") as out:
+        out.write(tga_bytes)
+    files["rgb_tga_img"] = decoded(os.path.join(folder, "rgb_tga.img"))
     save("palette.gif", Image.fromarray(rgb).quantize(128))
     for quality in (75, 95):
         save("q%d.jpg" % quality, Image.fromarray(rgb), quality=quality)
@@ -73,6 +79,23 @@ def formats(folder):
     save("photo.jpg", Image.fromarray(photo), quality=90)
     save("photo_odd.jpg", Image.fromarray(structured(143, 97, 10)), quality=70)
     save("cmyk.jpg", Image.fromarray(structured(37, 53, 13)).convert("CMYK"), quality=90)
+    # Files PIL refuses to identify, listed in <dir>/refused.txt for the C++ test to refuse too: a
+    # JPEG after 0xFF fill bytes (stb_image would decode it) and a Softimage PIC header.
+    with open(os.path.join(folder, "q75.jpg"), "rb") as jpeg:
+        jpeg_bytes = jpeg.read()
+    odd = {"fill.jpg": b"\xff\xff\xff" + jpeg_bytes, "fill2.jpg": b"\xff" + jpeg_bytes,
+           "softimage.pic": b"\x53\x80\xf6\x34" + bytes(84) + b"PICT" + bytes(200)}
+    refused = []
+    for name, content in odd.items():
+        path = os.path.join(folder, name)
+        with open(path, "wb") as out:
+            out.write(content)
+        try:
+            decoded(path)
+        except Exception:  # PIL.UnidentifiedImageError or a decoding error
+            refused.append(name)
+    with open(os.path.join(folder, "refused.txt"), "w") as out:
+        out.write("\n".join(refused) + "\n")
     # Decode-time downscaling: PIL's draft picks the DCT scale 1/s, s = 2, 4, 8.
     for s in (2, 4, 8):
         with Image.open(os.path.join(folder, "photo.jpg")) as im:

@@ -36,6 +36,9 @@ struct DecodedPixels {
 };
 
 HeaderInfo stb_header(const uint8_t* data, size_t size);
+/// Whether stb_image's TGA reader accepts the header (TGA has no signature; PIL, too, tries its
+/// TGA reader on files no other format claims). A file it accepts is no other stb format.
+bool stb_is_tga(const uint8_t* data, size_t size);
 DecodedPixels stb_decode(const uint8_t* data, size_t size);
 /// JPEG through libjpeg-turbo with PIL's settings, into `planes`: 1 (grey) or 3 (RGB) channels, decoded at
 /// 1/`scale_denominator` of the size (1, 2, 4 or 8: libjpeg's DCT scaling, PIL's `draft`).

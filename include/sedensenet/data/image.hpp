@@ -78,18 +78,20 @@ namespace detail {
 bool starts_with(const uint8_t* data, size_t size, const char* magic, size_t n);
 
 /// Format from magic bytes; TGA has none, so it is assumed from the file name's extension.
+/// `read_header` reads a file as TGA only if it has a TGA header, and reads a file that no
+/// signature claims (`unknown`) as TGA if it has one, as PIL does; anything else is refused.
 ImageFormat sniff_format(const uint8_t* data, size_t size, const std::string& name);
 
 uint32_t big_endian_u32(const uint8_t* p);
 
 uint32_t read_le(const uint8_t* p, int bytes);
 
-/// Decoders read zeros past the end of the data rather than fail on some formats; these checks
-/// turn a cut-off file into an error instead of an image with a grey or black tail.
-/// Returns an empty string when the data is complete, else the reason.
 /// A byte or pixel count computed in double (exact below 2^53), as an integer string.
 std::string format_count(double count);
 
+/// Decoders read zeros past the end of the data rather than fail on some formats; these checks
+/// turn a cut-off file into an error instead of an image with a grey or black tail.
+/// Returns an empty string when the data is complete, else the reason.
 std::string truncation_problem(ImageFormat format, const uint8_t* data, size_t size);
 }  // namespace detail
 
