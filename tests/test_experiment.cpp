@@ -18,6 +18,24 @@
 using namespace sedensenet;
 namespace fs = std::filesystem;
 
+namespace {
+/// What an Experiment printed to `log` (closed here), with the fitting to the terminal's width
+/// undone: continuation lines are indented by two.
+std::string read_experiment_log(std::FILE* log) {
+  std::rewind(log);
+  std::string printed;
+  char buffer[4096];
+  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) printed.append(buffer, n);
+  std::fclose(log);
+  std::string text;
+  size_t from = 0;
+  for (size_t at; (at = printed.find("\n  ", from)) != std::string::npos; from = at + 3) {
+    text.append(printed, from, at - from).push_back(' ');
+  }
+  return text.append(printed, from, std::string::npos);
+}
+}  // namespace
+
 TEST_CASE("DataOptions: one schema gives JSON, defaults and checks that name the option",
           "[experiment][options]") {
   const auto defaults = DataOptions().to_json();
@@ -106,12 +124,7 @@ TEST_CASE("Experiment sets up data, model and trainer from a folder, trains, and
   CHECK_FALSE(split.matches(data::ImageFolder::split(root, split.folder_options().split_seed(1))));
 
   // What it printed: the folder, the model, the plan.
-  std::rewind(log);
-  std::string text;
-  char buffer[4096];
-  for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
-  std::fclose(log);
-  for (size_t at; (at = text.find("\n  ")) != std::string::npos;) text.replace(at, 3, " ");  // unfit the lines
+  const auto text = read_experiment_log(log);
   CHECK_THAT(text, Catch::Contains("data: " + root.string() + " (stratified split)"));
   CHECK_THAT(text, Catch::Contains("training: 2 epochs, 3 batches of 8 per epoch"));
   CHECK_THAT(text, Catch::Contains("run folder " + run.string()));
@@ -133,21 +146,11 @@ TEST_CASE("Experiment balances unbalanced classes and says so; it questions a sm
   test::TempDir dir;
   const auto root = dir.path() / "icons";
   test::make_image_tree(root, {"rare", "common"}, {5, 30}, 12);
-  const auto read_log = [](std::FILE* log) {
-    std::rewind(log);
-    std::string text;
-    char buffer[4096];
-    for (size_t n; (n = std::fread(buffer, 1, sizeof buffer, log)) > 0;) text.append(buffer, n);
-    std::fclose(log);
-    // Messages are fitted to the width (continuation lines indented by two): undo that.
-    for (size_t at; (at = text.find("\n  ")) != std::string::npos;) text.replace(at, 3, " ");
-    return text;
-  };
   const auto model = DenseNetOptions::densenet_bc(10, 4);
   {
     std::FILE* log = std::tmpfile();
     Experiment experiment(root, model, TrainerOptions(), DataOptions().image_size(8).workers(1), log);
-    const auto text = read_log(log);
+    const auto text = read_experiment_log(log);
     CHECK_THAT(text, Catch::Contains("warning: unbalanced classes: 'rare' has 4 training images, 'common' 24 (1:6.00)"));
     CHECK_THAT(text, Catch::Contains("balance: class-weighted loss (--balance auto"));
     // 12-pixel images trained at 8x8.
@@ -158,7 +161,7 @@ TEST_CASE("Experiment balances unbalanced classes and says so; it questions a sm
     std::FILE* log = std::tmpfile();
     Experiment experiment(root, model, TrainerOptions(),
                           DataOptions().image_size(12).workers(1).balance(Balance::none), log);
-    const auto text = read_log(log);
+    const auto text = read_experiment_log(log);
     CHECK_THAT(text, Catch::Contains("--balance weights or sampler keeps the model from ignoring the small classes"));
     CHECK_THAT(text, !Catch::Contains("balance: class"));
     CHECK_THAT(text, !Catch::Contains("shorter side"));
