@@ -1,12 +1,16 @@
 // Training throughput, loading included: SEDenseNet's Trainer + ImageLoader against a PyTorch
 // training loop of the same model (python/sedensenet.py) with torchvision's ImageFolder and
-// DataLoader, on the same images, measured side by side in one run. Then a roofline line: the
-// machine's measured float32 GEMM peak (same run, same threads), the FLOPs of a training step, and
-// the fraction of that peak each implementation reaches.
+// DataLoader, on the same images, measured side by side in one run: each measurement in a fresh
+// process, the implementations in a rotated order each round, medians over rounds. Then a roofline
+// line: the machine's measured float32 GEMM peak (same run, same threads), the FLOPs of a training
+// step, and the fraction of that peak each implementation reaches.
 //
 //   training_throughput [--data DIR] [--preset densenet_bc_22_k12] [--image-size 28]
-//                       [--batch 64] [--images 6400] [--workers 2] [--threads 0] [--csv FILE]
+//                       [--batch 64] [--images 6400] [--workers 2] [--threads 0] [--rounds 3]
+//                       [--csv FILE]
 #include <sedensenet/sedensenet.hpp>
+
+#include "fresh_process.hpp"
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -20,6 +24,7 @@
 #include <sstream>
 
 namespace data = sedensenet::data;
+namespace bench = sedensenet::bench;
 
 namespace {
 
@@ -51,6 +56,7 @@ int main(int argc, char** argv) {
   int threads = 0;
   bool skip_pytorch = false;
   int rounds = 3;
+  std::string child;
   app.add_option("--data", data_dir, "image folder with train/ (default: Fashion-MNIST)");
   app.add_option("--preset", preset, "architecture");
   app.add_option("--image-size", image_size, "input size");
@@ -60,7 +66,9 @@ int main(int argc, char** argv) {
   app.add_option("--workers", workers, "loader workers on both sides");
   app.add_option("--threads", threads, "LibTorch threads on both sides (0 = one per core)");
   app.add_flag("--no-pytorch", skip_pytorch, "measure SEDenseNet only");
-  app.add_option("--rounds", rounds, "interleaved rounds (medians reported)")->check(CLI::PositiveNumber);
+  app.add_option("--rounds", rounds, "rounds (fresh processes, rotated order; medians)")->check(CLI::PositiveNumber);
+  app.add_option("--child", child, "(internal) measure one implementation in this process: fused or unfused")
+      ->check(CLI::IsMember({"fused", "unfused"}));
   app.add_option("--csv", csv_path, "CSV output");
   CLI11_PARSE(app, argc, argv);
 
@@ -114,33 +122,45 @@ int main(int argc, char** argv) {
       in >> rate;
       return rate;
     };
-    // Interleaved rounds, medians: the machine's speed drifts by 10% or more over minutes.
+    if (!child.empty()) {
+      fmt::print("RESULT {:.3f}\n", measure_ours(child == "fused"));
+      return 0;
+    }
+    // Each measurement in a fresh process (a process that has already trained is faster: its heap
+    // and thread pools are grown), in a rotated order each round (the machine's speed drifts by
+    // 10% or more over minutes); medians over rounds.
+    const std::string self = std::filesystem::canonical("/proc/self/exe").string();
+    auto measure_ours_fresh = [&](bool fused) {
+      return bench::run_fresh(fmt::format(
+                                  "{} --child {} --data {} --preset {} --image-size {} --batch {} "
+                                  "--images {} --warmup-batches {} --workers {} --threads {}",
+                                  self, fused ? "fused" : "unfused", data_dir, preset, image_size,
+                                  batch, images, warmup_batches, workers, threads))
+          .at(0);
+    };
     const std::string unfused = "sedensenet (LibTorch BN + ReLU)";
-    const std::vector<std::string> names = {"sedensenet", unfused, "pytorch",
-                                            "pytorch (same malloc settings)"};
+    std::vector<std::string> names = {"sedensenet", unfused};
+    if (!skip_pytorch) {
+      names.insert(names.end(), {"pytorch", "pytorch (same malloc settings)"});
+    }
     std::map<std::string, std::vector<double>> rates;
     for (int round = 0; round < rounds; ++round) {
-      for (const auto& name : names) {
-        if (skip_pytorch && name.rfind("sedensenet", 0) != 0) continue;
-        const double rate = name == "sedensenet" ? measure_ours(true)
-                            : name == unfused    ? measure_ours(false)
+      for (size_t i = 0; i < names.size(); ++i) {
+        const auto& name = names[(i + static_cast<size_t>(round)) % names.size()];
+        const double rate = name == "sedensenet" ? measure_ours_fresh(true)
+                            : name == unfused    ? measure_ours_fresh(false)
                                                  : measure_pytorch(name != "pytorch");
         rates[name].push_back(rate);
         fmt::print("round {}: {:<32} {:.0f} images/s\n", round + 1, name, rate);
         std::fflush(stdout);
       }
     }
-    auto median = [](std::vector<double> v) {
-      std::sort(v.begin(), v.end());
-      return v.size() % 2 ? v[v.size() / 2] : 0.5 * (v[v.size() / 2 - 1] + v[v.size() / 2]);
-    };
-    const double ours = median(rates["sedensenet"]);
+    const double ours = bench::median(rates["sedensenet"]);
     std::vector<std::pair<std::string, double>> rows;
-    for (const auto& name : names) {
-      if (rates.count(name)) rows.emplace_back(name, median(rates[name]));
-    }
-    fmt::print("\nmedians of {} interleaved rounds, {} images each after {} warm-up batches\n", rounds,
-               images, warmup_batches);
+    for (const auto& name : names) rows.emplace_back(name, bench::median(rates[name]));
+    fmt::print("\nmedians of {} rounds (each measurement a fresh process, rotated order), {} images "
+               "each after {} warm-up batches\n",
+               rounds, images, warmup_batches);
     fmt::print("{:<32} {:>10} {:>16}\n", "implementation", "images/s", "sedensenet / it");
     std::ofstream csv(csv_path);
     csv << "impl,images_per_s\n";
