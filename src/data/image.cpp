@@ -193,7 +193,7 @@ ImageHeader read_header(const uint8_t* data, size_t size, const std::string& sou
   // which would also take a JPEG after fill bytes or a Softimage PIC that PIL refuses.
   if (header.format == ImageFormat::unknown || header.format == ImageFormat::tga) {
     if (!codec::stb_is_tga(data, size)) {
-      if (size >= 2 && data[0] == 0xFF && (data[1] == 0xFF || data[1] == 0xD8)) {
+      if (size >= 2 && data[0] == 0xFF && data[1] == 0xFF) {
         throw ImageError(source, "not a supported image: it starts with 0xFF fill bytes before "
                                  "the JPEG start marker (a JPEG starts with FF D8 FF), which "
                                  "PIL refuses too; re-save it with an image editor");
