@@ -43,7 +43,8 @@ void check_same_state(DenseNet& a, DenseNet& b, double tolerance) {
 
 TEST_CASE("Efficient and standard dense layers agree on outputs, loss, gradients and statistics",
           "[efficient]") {
-  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only, MemoryMode::shared,
+                       MemoryMode::shared_ultra);
   auto [dtype, tolerance] = GENERATE(table<torch::Dtype, double>({
       {torch::kFloat32, 1e-5},
       {torch::kFloat64, 1e-12},
@@ -117,7 +118,8 @@ TEST_CASE("Efficient and standard layers agree at a realistic size, fused kernel
       {100, 16, true, 0.2},
       {100, 16, false, 0.0},
   }));
-  const auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  const auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only, MemoryMode::shared,
+                       MemoryMode::shared_ultra);
   DYNAMIC_SECTION("BC-" << depth << " batch " << batch << (fused ? " fused" : " unfused")
                         << " dropout " << drop << " " << to_string(mode)) {
     const bool was_fused = fused_batch_norm();
@@ -139,8 +141,14 @@ TEST_CASE("Efficient and standard layers agree at a realistic size, fused kernel
     torch::nn::functional::cross_entropy(out_efficient, labels).backward();
     set_fused_batch_norm(was_fused);
 
+    // shared_ultra off the fused kernels recomputes conv1's output from LibTorch's batch norm
+    // output rebuilt with another rounding (x * scale + shift): conv1's output is then off by an
+    // ulp or so, and norm2's backward divides that by the channel's standard deviation
+    // (measured: 1.1e-5 to 1.7e-5 at BC-40 and BC-100, against 5e-7 for the other modes; on the
+    // fused kernels the recomputation is bit for bit and all modes give identical gradients).
+    const double tolerance = !fused && mode == MemoryMode::shared_ultra ? 5e-5 : 1e-5;
     CHECK(scaled_difference(out_efficient, out_standard) <= 1e-5);
-    CHECK(scaled_difference(x_efficient.grad(), x_standard.grad()) <= 1e-5);
+    CHECK(scaled_difference(x_efficient.grad(), x_standard.grad()) <= tolerance);
     auto standard_params = pair.standard->named_parameters();
     double worst = 0.0;
     bool identical = torch::equal(x_efficient.grad(), x_standard.grad());
@@ -151,7 +159,7 @@ TEST_CASE("Efficient and standard layers agree at a realistic size, fused kernel
       const double difference = scaled_difference(p.value().grad(), other);
       worst = std::max(worst, difference);
       identical = identical && torch::equal(p.value().grad(), other);
-      CHECK(difference <= 1e-5);
+      CHECK(difference <= tolerance);
     }
     INFO("largest gradient difference " << worst);
     if (fused) CHECK(identical);  // the same kernels: the same bits
@@ -173,7 +181,8 @@ TEST_CASE("The efficient layers' packed ReLU mask round-trips", "[efficient]") {
 }
 
 TEST_CASE("Efficient layers reproduce dropout under the same seed", "[efficient][dropout]") {
-  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only, MemoryMode::shared,
+                       MemoryMode::shared_ultra);
   auto pair = make_pair(DenseNetOptions::densenet_bc(16, 6).drop_rate(0.3), mode, torch::kDouble);
   pair.standard->train();
   pair.efficient->train();
@@ -194,7 +203,8 @@ TEST_CASE("Efficient layers reproduce dropout under the same seed", "[efficient]
 
 TEST_CASE("Efficient layers work when parameters or inputs need no gradient",
           "[efficient][requires_grad]") {
-  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only, MemoryMode::shared,
+                       MemoryMode::shared_ultra);
   auto pair = make_pair(DenseNetOptions::densenet_bc(16, 6), mode, torch::kDouble);
   // Freeze every first norm and every bottleneck conv, train the rest.
   for (auto* net : {&pair.standard, &pair.efficient}) {
@@ -279,17 +289,18 @@ TEST_CASE("Efficient layers refuse double backward with a clear message", "[effi
   auto x = torch::randn({2, 6, 5, 5}, torch::requires_grad());
   auto y = layer->forward(x).pow(2).sum();
   REQUIRE_THROWS_WITH(torch::autograd::grad({y}, {x}, {}, true, /*create_graph=*/true),
-                      Contains("does not support double backward"));
+                      Contains("not support double backward"));
 }
 
 TEST_CASE("Efficient layers need less peak memory in a training step", "[efficient][memory]") {
   install_cpu_memory_tracking();
   auto peak_for = [](MemoryMode mode) {
     torch::manual_seed(0);
-    DenseNet net(DenseNetOptions::densenet_bc(40, 12).memory(mode));
+    // BC-100: deep enough that what each mode keeps, not the step's transients, sets the peak.
+    DenseNet net(DenseNetOptions::densenet_bc(100, 12).memory(mode));
     net->train();
-    auto x = torch::randn({16, 3, 32, 32});
-    auto labels = torch::randint(0, 10, {16}, torch::kLong);
+    auto x = torch::randn({8, 3, 32, 32});
+    auto labels = torch::randint(0, 10, {8}, torch::kLong);
     MemoryTracker tracker(torch::kCPU);
     auto loss = torch::nn::functional::cross_entropy(net->forward(x), labels);
     loss.backward();
@@ -298,14 +309,82 @@ TEST_CASE("Efficient layers need less peak memory in a training step", "[efficie
   const auto standard = peak_for(MemoryMode::standard);
   const auto input_only = peak_for(MemoryMode::efficient_input_only);
   const auto efficient = peak_for(MemoryMode::efficient);
+  const auto shared = peak_for(MemoryMode::shared);
+  const auto ultra = peak_for(MemoryMode::shared_ultra);
   INFO("standard " << standard << " B, input_only " << input_only << " B, efficient "
-                   << efficient << " B");
+                   << efficient << " B, shared " << shared << " B, shared_ultra " << ultra
+                   << " B");
   CHECK(input_only < 0.75 * static_cast<double>(standard));
   CHECK(efficient < input_only);
+  CHECK(shared < efficient);
+  CHECK(ultra < 0.8 * static_cast<double>(shared));
+}
+
+TEST_CASE("A shared-storage block is one autograd node with no concatenation, exact with any "
+          "attention",
+          "[efficient][shared]") {
+  auto check_block = [](auto standard, MemoryMode mode) {
+    using Block = decltype(standard);
+    torch::manual_seed(5);
+    standard->to(torch::kDouble);
+    Block shared(std::dynamic_pointer_cast<typename Block::Impl>(standard->clone()));
+    shared->set_memory(mode);
+    standard->train();
+    shared->train();
+    auto x = torch::randn({3, 5, 6, 6}, torch::kDouble);
+    auto xa = x.clone().requires_grad_(true);
+    auto xb = x.clone().requires_grad_(true);
+    CHECK(shared->uses_shared_path(xb));
+    CHECK_FALSE(standard->uses_shared_path(xa));
+    torch::manual_seed(9);
+    auto ya = standard->forward(xa);
+    torch::manual_seed(9);
+    auto yb = shared->forward(xb);
+    REQUIRE(yb.sizes() == ya.sizes());
+    CHECK(scaled_difference(yb, ya) <= 1e-12);
+    // The block's output comes straight from the block's node: no concatenation anywhere.
+    CHECK(yb.grad_fn()->name().find("SharedBlockFunction") != std::string::npos);
+    CHECK(ya.grad_fn()->name().find("Cat") != std::string::npos);
+    auto weights = torch::randn_like(ya);
+    (ya * weights).sum().backward();
+    (yb * weights).sum().backward();
+    CHECK(scaled_difference(xb.grad(), xa.grad()) <= 1e-12);
+    auto pa = standard->named_parameters();
+    for (const auto& p : shared->named_parameters()) {
+      INFO(p.key());
+      REQUIRE(p.value().grad().defined());
+      CHECK(scaled_difference(p.value().grad(), pa[p.key()].grad()) <= 1e-12);
+    }
+    auto ba = standard->named_buffers();
+    for (const auto& b : shared->named_buffers()) {
+      INFO(b.key());
+      CHECK(scaled_difference(b.value().to(torch::kDouble), ba[b.key()].to(torch::kDouble)) <=
+            1e-12);
+    }
+    // Eval mode and no-grad inference run the layers one by one.
+    shared->eval();
+    CHECK_FALSE(shared->uses_shared_path(xb));
+  };
+  const auto mode = GENERATE(MemoryMode::shared, MemoryMode::shared_ultra);
+  const auto layer = DenseLayerOptions(5, 4).drop_rate(0.25);
+  SECTION("no attention") {
+    check_block(DenseBlock<DenseLayer<NoAttention>>(DenseBlockOptions(3, layer)), mode);
+  }
+  SECTION("SE with the scaled sigmoid gate") {
+    check_block(DenseBlock<DenseLayer<SEBlock<ScaledSigmoid>>>(DenseBlockOptions(3, layer)), mode);
+  }
+  SECTION("a lone layer in a shared mode runs as efficient") {
+    DenseLayer<SEBlock<>> lone(DenseLayerOptions(6, 4).memory(mode));
+    lone->train();
+    auto x = torch::randn({2, 6, 5, 5}, torch::requires_grad());
+    CHECK(lone->uses_efficient_path({x}));
+    CHECK(lone->forward(x).grad_fn() != nullptr);
+  }
 }
 
 TEST_CASE("Efficient and standard dense layers agree under bf16 autocast", "[efficient][autocast]") {
-  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only);
+  auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only, MemoryMode::shared,
+                       MemoryMode::shared_ultra);
   DYNAMIC_SECTION(to_string(mode)) {
     auto pair = make_pair(DenseNetOptions::densenet_bc(22, 6).num_classes(5), mode, torch::kFloat32);
     torch::manual_seed(7);

@@ -10,5 +10,6 @@
 #include "sedensenet/nn/densenet.hpp"
 #include "sedensenet/nn/named_sequential.hpp"
 #include "sedensenet/nn/options.hpp"
+#include "sedensenet/nn/shared_block.hpp"
 #include "sedensenet/nn/summary.hpp"
 #include "sedensenet/nn/transition.hpp"

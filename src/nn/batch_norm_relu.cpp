@@ -80,9 +80,8 @@ SEDENSENET_SIMD_INLINE void apply_channel_body(const float* x, const float* w, c
   const auto [scale, shift] = affine_of(w, b, ch, mean[ch], invstd[ch]);
   const float8 scale8 = splat8(scale), shift8 = splat8(shift);
   for (int64_t n = 0; n < l.n; ++n) {
-    const int64_t offset = (n * l.c + ch) * l.hw;
-    const float* p = x + offset;
-    float* q = y + offset;
+    const float* p = x + l.x_offset(n, ch);
+    float* q = y + l.y_offset(n, ch);
     int64_t i = 0;
     for (; i + kWidth <= l.hw; i += kWidth) {
       const float8 z = preactivation(load8(p + i), scale8, shift8);
@@ -103,7 +102,7 @@ SEDENSENET_SIMD_INLINE void forward_channel_body(const float* x, const float* w,
   const double count = static_cast<double>(l.n * l.hw);
   double total = 0.0;
   for (int64_t n = 0; n < l.n; ++n) {
-    const float* p = x + (n * l.c + ch) * l.hw;
+    const float* p = x + l.x_offset(n, ch);
     float8 acc{};
     int64_t i = 0;
     for (; i + kWidth <= l.hw; i += kWidth) acc += load8(p + i);
@@ -115,7 +114,7 @@ SEDENSENET_SIMD_INLINE void forward_channel_body(const float* x, const float* w,
   const float8 m8 = splat8(m);
   double squares = 0.0;
   for (int64_t n = 0; n < l.n; ++n) {
-    const float* p = x + (n * l.c + ch) * l.hw;
+    const float* p = x + l.x_offset(n, ch);
     float8 acc{};
     int64_t i = 0;
     for (; i + kWidth <= l.hw; i += kWidth) {
@@ -149,9 +148,8 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
   const float8 scale8 = splat8(scale), shift8 = splat8(shift), m8 = splat8(m);
   double sum_g = 0.0, sum_gx = 0.0;
   for (int64_t n = 0; n < l.n; ++n) {
-    const int64_t offset = (n * l.c + ch) * l.hw;
-    const float* g = dy + offset;
-    const float* p = x + offset;
+    const float* g = dy + l.y_offset(n, ch);
+    const float* p = x + l.x_offset(n, ch);
     float8 a{}, c{};
     int64_t i = 0;
     for (; i + kWidth <= l.hw; i += kWidth) {
@@ -177,11 +175,25 @@ SEDENSENET_SIMD_INLINE void backward_channel_body(const float* dy, const float* 
   const float k3 = static_cast<float>(-wv * is * sum_g / count - k2 * static_cast<double>(m));
   const float8 k1v = splat8(k1), k2v = splat8(k2), k3v = splat8(k3);
   for (int64_t n = 0; n < l.n; ++n) {
-    const int64_t offset = (n * l.c + ch) * l.hw;
-    const float* g = dy + offset;
-    const float* p = x + offset;
-    float* out = dx + offset;
+    const float* g = dy + l.y_offset(n, ch);
+    const float* p = x + l.x_offset(n, ch);
+    float* out = dx + l.x_offset(n, ch);
     int64_t i = 0;
+    // Accumulating: out + dx, the sum autograd forms when it adds this gradient to the others.
+    if (l.accumulate_dx) {
+      for (; i + kWidth <= l.hw; i += kWidth) {
+        const float8 xv = load8(p + i);
+        const float8 gv = keep_where_positive(load8(g + i), preactivation(xv, scale8, shift8));
+        const float8 v = gv * k1v + xv * k2v + k3v;
+        store8(out + i, load8(out + i) + v);
+      }
+      for (; i < l.hw; ++i) {
+        const float gv = preactivation(p[i], scale, shift) > 0.f ? g[i] : 0.f;
+        const float v = gv * k1 + p[i] * k2 + k3;
+        out[i] = out[i] + v;
+      }
+      continue;
+    }
     for (; i + kWidth <= l.hw; i += kWidth) {
       const float8 xv = load8(p + i);
       const float8 gv = keep_where_positive(load8(g + i), preactivation(xv, scale8, shift8));
@@ -312,13 +324,23 @@ void batch_norm_relu_backward_cpu(const float* dy, const float* x, const float* 
 
 // ---- Tensor-level entry points (the header documents them) ----
 
+namespace {
+/// x itself when the kernels can read it in place (contiguous or a channel slice), else a
+/// contiguous copy; and its layout.
+std::pair<torch::Tensor, ChannelLayout> kernel_input(const torch::Tensor& input) {
+  auto x = channel_slice_layout(input) ? input : input.contiguous();
+  auto layout = channel_layout(x);
+  if (!x.is_contiguous()) layout.x_batch = x.stride(0);
+  return {x, layout};
+}
+}  // namespace
+
 FusedNormReLU fused_norm_relu_forward(const torch::Tensor& input, const torch::Tensor& weight,
                                       const torch::Tensor& bias, double eps) {
-  const auto x = input.contiguous();
+  const auto [x, layout] = kernel_input(input);
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
-  const auto layout = channel_layout(x);
-  auto y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  auto y = torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::Contiguous));
   auto stats = torch::empty({3, layout.c}, x.options().requires_grad(false));
   float* s = stats.data_ptr<float>();
   batch_norm_relu_forward_cpu(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
@@ -330,36 +352,52 @@ FusedNormReLU fused_norm_relu_forward(const torch::Tensor& input, const torch::T
 torch::Tensor fused_norm_relu_recompute(const torch::Tensor& input, const torch::Tensor& weight,
                                         const torch::Tensor& bias, const torch::Tensor& mean,
                                         const torch::Tensor& invstd) {
-  const auto x = input.contiguous();
+  const auto [x, layout] = kernel_input(input);
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   const auto m = mean.contiguous();
   const auto is = invstd.contiguous();
-  auto y = torch::empty_like(x, torch::MemoryFormat::Contiguous);
+  auto y = torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::Contiguous));
   batch_norm_relu_apply_cpu(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
                             m.data_ptr<float>(), is.data_ptr<float>(), y.data_ptr<float>(),
-                            channel_layout(x));
+                            layout);
   return y;
 }
 
 std::array<torch::Tensor, 3> fused_norm_relu_backward(
     const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& weight,
     const torch::Tensor& bias, const torch::Tensor& mean, const torch::Tensor& invstd,
-    bool need_input_grad) {
-  const auto x = input.contiguous();
+    bool need_input_grad, const torch::Tensor& accumulate_into) {
+  auto [x, layout] = kernel_input(input);
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   const auto m = mean.contiguous();
   const auto is = invstd.contiguous();
   const auto dy = grad_output.contiguous();
-  auto dx = need_input_grad ? torch::empty_like(x, torch::MemoryFormat::Contiguous)
-                            : torch::Tensor();
+  const bool accumulate = need_input_grad && accumulate_into.defined();
+  if (accumulate) {
+    TORCH_CHECK(accumulate_into.sizes() == x.sizes() && accumulate_into.strides() == x.strides() &&
+                    accumulate_into.scalar_type() == torch::kFloat32,
+                "fused_norm_relu_backward: the gradient to accumulate into must have the input's "
+                "sizes and strides, got ", accumulate_into.sizes(), " / ", accumulate_into.strides(),
+                " for ", x.sizes(), " / ", x.strides());
+    layout.accumulate_dx = true;
+  }
+  auto dx = need_input_grad && !accumulate
+                ? torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::Contiguous))
+                : torch::Tensor();
+  if (dx.defined() && !x.is_contiguous()) {
+    // dx is contiguous but x is a slice: give the kernel one layout by reading a contiguous x.
+    x = x.contiguous();
+    layout = channel_layout(x);
+  }
   auto dw = torch::empty_like(w);
   auto db = torch::empty_like(b);
+  float* dx_data = accumulate ? accumulate_into.data_ptr<float>()
+                              : (need_input_grad ? dx.data_ptr<float>() : nullptr);
   batch_norm_relu_backward_cpu(dy.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
                                b.data_ptr<float>(), m.data_ptr<float>(), is.data_ptr<float>(),
-                               need_input_grad ? dx.data_ptr<float>() : nullptr,
-                               dw.data_ptr<float>(), db.data_ptr<float>(), channel_layout(x));
+                               dx_data, dw.data_ptr<float>(), db.data_ptr<float>(), layout);
   return {dx, dw, db};
 }
 

@@ -36,8 +36,18 @@ inline std::atomic<bool>& fused_batch_norm_flag() {
   return enabled;
 }
 
+/// Where a (N, C, H, W) float32 tensor's values are: sample n, channel ch starts at
+/// n * batch + ch * hw. `x_batch` is x's (and dx's) distance between samples: c * hw for a
+/// contiguous tensor, more for a channel slice of a wider one (the shared dense block's buffer);
+/// y and dy are always contiguous. `accumulate_dx`: the backward adds to dx instead of writing.
 struct ChannelLayout {
   int64_t n, c, hw;
+  int64_t x_batch = 0;  ///< 0: contiguous (c * hw)
+  bool accumulate_dx = false;
+  int64_t x_offset(int64_t sample, int64_t ch) const {
+    return sample * (x_batch != 0 ? x_batch : c * hw) + ch * hw;
+  }
+  int64_t y_offset(int64_t sample, int64_t ch) const { return (sample * c + ch) * hw; }
 };
 
 /// Fused kernels, compiled in the library (src/nn/batch_norm_relu.cpp, with OpenMP and an AVX2
@@ -66,6 +76,13 @@ inline ChannelLayout channel_layout(const torch::Tensor& x) {
   return {x.size(0), x.size(1), x.numel() / std::max<int64_t>(1, x.size(0) * x.size(1))};
 }
 
+/// Whether the kernels can read x in place: contiguous, or a channel slice of a contiguous
+/// (N, C', H, W) tensor (each sample's C x H x W values contiguous, samples further apart).
+inline bool channel_slice_layout(const torch::Tensor& x) {
+  return x.dim() == 4 && x.stride(3) == 1 && x.stride(2) == x.size(3) &&
+         x.stride(1) == x.size(2) * x.size(3) && x.stride(0) >= x.size(1) * x.stride(1);
+}
+
 /// One fused training-mode forward: the output and the per-channel batch statistics, (C) each.
 struct FusedNormReLU {
   torch::Tensor output;
@@ -82,11 +99,13 @@ FusedNormReLU fused_norm_relu_forward(const torch::Tensor& x, const torch::Tenso
 torch::Tensor fused_norm_relu_recompute(const torch::Tensor& x, const torch::Tensor& weight,
                                         const torch::Tensor& bias, const torch::Tensor& mean,
                                         const torch::Tensor& invstd);
-/// {dx (undefined unless need_input_grad), dweight, dbias}.
+/// {dx (undefined unless need_input_grad), dweight, dbias}. With `accumulate_into` defined (x's
+/// sizes and layout, `channel_slice_layout`), dx is added to it in place and returned undefined.
+/// x may be a channel slice (`channel_slice_layout`) in all three functions: it is read in place.
 std::array<torch::Tensor, 3> fused_norm_relu_backward(
     const torch::Tensor& grad_output, const torch::Tensor& x, const torch::Tensor& weight,
     const torch::Tensor& bias, const torch::Tensor& mean, const torch::Tensor& invstd,
-    bool need_input_grad);
+    bool need_input_grad, const torch::Tensor& accumulate_into = torch::Tensor());
 
 /// Updates `norm`'s running statistics and num_batches_tracked from one batch's mean and biased
 /// variance, exactly as `norm->forward` does in training (momentum, or the cumulative average when

@@ -13,6 +13,8 @@
 
 #include "sedensenet/nn/dense_layer.hpp"
 #include "sedensenet/nn/options.hpp"
+#include "sedensenet/nn/shared_block.hpp"
+#include "sedensenet/util/torch_compat.hpp"
 
 namespace sedensenet {
 
@@ -24,6 +26,13 @@ struct has_list_forward<
     L, std::void_t<decltype(std::declval<L&>()->forward(std::declval<torch::TensorList>()))>>
     : std::is_convertible<decltype(std::declval<L&>()->forward(std::declval<torch::TensorList>())),
                           torch::Tensor> {};
+
+/// Whether L is this library's `DenseLayer<Attention>` (the layers the shared block can run).
+template <typename L, typename = void>
+struct is_dense_layer : std::false_type {};
+template <typename L>
+struct is_dense_layer<L, std::void_t<typename L::Impl::AttentionType>>
+    : std::is_same<L, DenseLayer<typename L::Impl::AttentionType>> {};
 }  // namespace detail
 
 /// A dense block of `num_layers` layers named `denselayer1` ... `denselayerN` (as PyTorch's
@@ -36,6 +45,10 @@ struct has_list_forward<
 ///
 /// `Layer` is `DenseLayer<Attention>` or any module holder built from `DenseLayerOptions` whose
 /// module has `Tensor forward(TensorList)` and returns growth_rate channels.
+///
+/// With `DenseLayer` layers and `MemoryMode::shared` or `shared_ultra`, a training forward with
+/// gradients runs the whole block as one recomputing node on one preallocated feature buffer
+/// (sedensenet/nn/shared_block.hpp); otherwise each layer runs its own mode.
 ///
 /// Example:
 /// ```
@@ -76,11 +89,33 @@ class DenseBlockImpl : public torch::nn::Cloneable<DenseBlockImpl<Layer>>,
 
   /// x: (N, in_channels, H, W) -> (N, in_channels + num_layers * growth_rate, H, W).
   torch::Tensor forward(const torch::Tensor& x) {
+    if constexpr (detail::is_dense_layer<Layer>::value) {
+      if (uses_shared_path(x)) return detail::shared_block_forward(x, shared_plan());
+    }
     std::vector<torch::Tensor> features;
     features.reserve(layers.size() + 1);
     features.push_back(x);
     for (auto& layer : layers) features.push_back(layer->forward(features));
     return torch::cat(features, 1);
+  }
+
+  /// Whether a forward of x runs the shared-storage block: `DenseLayer` layers, memory mode
+  /// `shared` or `shared_ultra`, training, gradients enabled and needed, autocast off (under
+  /// autocast the layers run as `efficient`).
+  bool uses_shared_path(const torch::Tensor& x) const {
+    const auto mode = options.layer().memory();
+    if constexpr (!detail::is_dense_layer<Layer>::value) return false;
+    if ((mode != MemoryMode::shared && mode != MemoryMode::shared_ultra) || !this->is_training() ||
+        !torch::GradMode::is_enabled() || x.dim() != 4 ||
+        compat::autocast_enabled(c10::DeviceType::CPU) ||
+        compat::autocast_enabled(c10::DeviceType::CUDA)) {
+      return false;
+    }
+    if (x.requires_grad()) return true;
+    for (const auto& p : this->parameters()) {
+      if (p.requires_grad()) return true;
+    }
+    return false;
   }
 
   void set_memory(MemoryMode mode) override {
@@ -101,6 +136,30 @@ class DenseBlockImpl : public torch::nn::Cloneable<DenseBlockImpl<Layer>>,
 
   DenseBlockOptions options;
   std::vector<Layer> layers;
+
+ private:
+  c10::intrusive_ptr<detail::SharedBlockPlan> shared_plan() {
+    auto plan = c10::make_intrusive<detail::SharedBlockPlan>();
+    plan->recompute_bottleneck = options.layer().memory() == MemoryMode::shared_ultra;
+    if constexpr (detail::is_dense_layer<Layer>::value) {
+      using Attention = typename Layer::Impl::AttentionType;
+      for (auto& layer : layers) {
+        auto impl = layer.ptr();
+        detail::SharedBlockLayer s;
+        s.norm1 = impl->norm1.ptr();
+        s.conv1 = impl->conv1.ptr();
+        s.norm2 = impl->norm2.ptr();
+        s.conv2 = impl->conv2.ptr();
+        if constexpr (!attention_traits<Attention>::is_identity) {
+          s.attention = [impl](const torch::Tensor& t) { return impl->attention->forward(t); };
+          s.attention_parameters = impl->attention->parameters();
+        }
+        s.drop_rate = impl->options.drop_rate();
+        plan->layers.push_back(std::move(s));
+      }
+    }
+    return plan;
+  }
 };
 
 /// Module holder for `DenseBlockImpl<Layer>`.

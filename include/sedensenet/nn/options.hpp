@@ -32,24 +32,37 @@ enum class MemoryMode {
   /// Keep conv1's output and norm2/relu2's outputs; recompute only concatenation, norm1 and relu1.
   /// Slightly more memory than `efficient`; the form the Python reference checkpoints.
   efficient_input_only,
+  /// Block-level: the block's feature maps live in one preallocated tensor, each layer writes its
+  /// new channels into its slice and reads its input as a view (no concatenation is ever copied);
+  /// the gradient accumulates in one block-sized buffer. Keeps conv1's and conv2's outputs per
+  /// layer and recomputes batch norm, ReLU and the attention's scale. Layers used outside a
+  /// `DenseBlock` (or under autocast) fall back to `efficient`. See docs/efficient-memory.md.
+  shared,
+  /// `shared` that also recomputes conv1 in backward (conv2 never runs twice): the least memory,
+  /// for the largest batches, at the cost of one more 1x1 convolution per layer.
+  shared_ultra,
 };
 
-/// Human-readable name of a memory mode ("standard", "efficient", "efficient_input_only").
+/// Human-readable name of a memory mode ("standard", "efficient", "efficient_input_only",
+/// "shared", "shared_ultra").
 inline const char* to_string(MemoryMode mode) {
   switch (mode) {
     case MemoryMode::standard: return "standard";
     case MemoryMode::efficient: return "efficient";
     case MemoryMode::efficient_input_only: return "efficient_input_only";
+    case MemoryMode::shared: return "shared";
+    case MemoryMode::shared_ultra: return "shared_ultra";
   }
   return "unknown";
 }
 
 /// Every memory mode (for option schemas).
 inline std::vector<MemoryMode> enum_values(MemoryMode) {
-  return {MemoryMode::standard, MemoryMode::efficient, MemoryMode::efficient_input_only};
+  return {MemoryMode::standard, MemoryMode::efficient, MemoryMode::efficient_input_only,
+          MemoryMode::shared, MemoryMode::shared_ultra};
 }
 
-/// Parses "standard", "efficient" or "efficient_input_only"; throws naming the value otherwise.
+/// Parses a mode's name (`to_string`); throws naming the value otherwise.
 inline MemoryMode memory_mode_from_string(const std::string& name) {
   return schema::enum_from_string<MemoryMode>(name, "memory mode");
 }
@@ -192,7 +205,7 @@ struct DenseNetOptions {
     visit("se_reduction", &T::se_reduction_, "SE reduction ratio (0 = no SE)", at_least(0));
     visit("se_min_hidden", &T::se_min_hidden_, "smallest SE hidden width", at_least(1));
     visit("se_gate", &T::se_gate_, "SE gate: sigmoid or scaled_sigmoid (starts as the identity)", any());
-    visit("memory", &T::memory_, "dense layers: standard, efficient or efficient_input_only", any());
+    visit("memory", &T::memory_, "dense layers: standard, efficient, efficient_input_only, shared or shared_ultra", any());
   }
 
   /// DenseNet-BC for 32x32 inputs (CIFAR style): three blocks of (depth - 4) / 6 layers each,
