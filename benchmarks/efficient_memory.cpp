@@ -4,6 +4,12 @@
 //   efficient_memory [--device cpu|cuda] [--threads N] [--steps 5] [--warmup 1]
 //                    [--depths 40,100,160,250] [--batch 64] [--no-densenet121] [--bf16]
 //                    [--pytorch] [--csv out.csv] [--svg out.svg]
+//   efficient_memory --child --modes MODE --depths D [--no-densenet121 | --only-densenet121] ...
+//                    (one configuration and mode; prints "RESULT tensor_peak_mb step_s
+//                    rss_growth_mb reserved_mb": what memory_modes runs in fresh processes)
+//
+// Both sides keep freed memory in the process, as `sedensenet train` does
+// (`sedensenet::keep_freed_memory()`; the PyTorch script gets the same glibc settings).
 //
 // One training step = zero_grad, forward (under bf16 autocast with --bf16), cross-entropy,
 // backward, Adam step. Peak memory is the highest number of bytes held by live tensors during a
@@ -16,6 +22,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <torch/torch.h>
+
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
@@ -156,9 +164,9 @@ std::vector<Row> run_pytorch(const std::vector<Config>& configs, torch::Device d
                         c.size);
   }
   const auto command = fmt::format(
-      SEDENSENET_PYTHON " {} --configs {} --threads {} --warmup {} --steps {} --probe {} --csv {} "
-      "--device {}{}",
-      script, list, threads, warmup, steps, probe, csv.string(), device.is_cuda() ? "cuda" : "cpu",
+      "GLIBC_TUNABLES={} " SEDENSENET_PYTHON " {} --configs {} --threads {} --warmup {} --steps {} "
+      "--probe {} --csv {} --device {}{}",
+      sedensenet::keep_freed_memory_tunables(), script, list, threads, warmup, steps, probe, csv.string(), device.is_cuda() ? "cuda" : "cpu",
       bf16 ? " --bf16" : "");
   fmt::print("running the PyTorch reference: {}\n", command);
   std::fflush(stdout);
@@ -238,11 +246,22 @@ int main(int argc, char** argv) {
   app.add_option("--csv", csv_path, "CSV output");
   app.add_option("--svg", svg_path, "SVG plot of peak memory against depth");
   app.add_option("--probe", probe, "memory probe library the Python side loads");
+  bool child = false, only_densenet121 = false;
+  app.add_flag("--child", child, "(internal) measure the first configuration and mode only and "
+                                 "print a RESULT line");
+  app.add_flag("--only-densenet121", only_densenet121, "measure DenseNet-121 + SE only");
   CLI11_PARSE(app, argc, argv);
 
   try {
     sedensenet::install_cpu_memory_tracking();
     threads = sedensenet::set_num_threads(threads);
+    sedensenet::keep_freed_memory();
+    auto max_rss_mb = [] {
+      rusage usage{};
+      getrusage(RUSAGE_SELF, &usage);
+      return static_cast<double>(usage.ru_maxrss) / 1024.0;  // kilobytes on Linux
+    };
+    const double rss_before = max_rss_mb();
     torch::Device device(torch::kCPU);
     if (device_name == "cuda") {
       if (!torch::cuda::is_available()) {
@@ -254,8 +273,18 @@ int main(int argc, char** argv) {
     if (densenet121_batch == 0) densenet121_batch = device.is_cuda() ? 64 : 8;
 
     std::vector<Config> configs;
-    for (auto d : depths) configs.push_back({"densenet_bc", d, batch, size});
+    if (!only_densenet121) {
+      for (auto d : depths) configs.push_back({"densenet_bc", d, batch, size});
+    }
     if (!no_densenet121) configs.push_back({"densenet121", 121, densenet121_batch, 224});
+    if (child) {
+      if (configs.empty() || modes.empty()) throw std::runtime_error("--child: nothing to measure");
+      const auto row = measure(configs.front(), sedensenet::memory_mode_from_string(modes.front()),
+                               device, bf16, warmup, steps);
+      fmt::print("RESULT {:.1f} {:.4f} {:.1f} {:.1f}\n", row.peak_mb, row.step_s,
+                 max_rss_mb() - rss_before, row.reserved_mb);
+      return 0;
+    }
 
     fmt::print("device {}, {} threads, {} warm-up + {} timed steps per measurement\n",
                device.str(), threads, warmup, steps);

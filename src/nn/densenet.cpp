@@ -133,7 +133,7 @@ void DenseNetImpl::reset() {
                   " leaves transition", i + 1, " with no channels (", channels, " in); use a "
                   "larger compression");
       features->push_back("transition" + std::to_string(i + 1),
-                          Transition(TransitionOptions(channels, compressed)));
+                          Transition(TransitionOptions(channels, compressed).memory(o.memory())));
       channels = compressed;
     }
   }

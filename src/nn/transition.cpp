@@ -22,14 +22,31 @@ void TransitionImpl::reset() {
   init::reference_conv_(*conv);
 }
 
+bool TransitionImpl::uses_efficient_path(const torch::Tensor& x) const {
+  if (options.memory() == MemoryMode::standard || !is_training() ||
+      !torch::GradMode::is_enabled()) {
+    return false;
+  }
+  if (x.requires_grad()) return true;
+  for (const auto& p : parameters()) {
+    if (p.requires_grad()) return true;
+  }
+  return false;
+}
+
 torch::Tensor TransitionImpl::forward(const torch::Tensor& x) {
-  auto compressed = conv->forward(batch_norm_relu(x, *norm));
+  // The efficient path is the dense layer's first recomputing function with one input.
+  auto compressed = uses_efficient_path(x)
+                        ? detail::efficient_bottleneck_input(
+                              {x}, norm->weight, norm->bias, conv->weight,
+                              detail::NormConvModules{norm.get(), conv.get()})
+                        : conv->forward(batch_norm_relu(x, *norm));
   return torch::avg_pool2d(compressed, kPoolSize, kPoolSize);
 }
 
 void TransitionImpl::pretty_print(std::ostream& stream) const {
   stream << "sedensenet::Transition(in_channels=" << options.in_channels()
-         << ", out_channels=" << options.out_channels() << ")";
+         << ", out_channels=" << options.out_channels() << ", memory=" << options.memory() << ")";
 }
 
 }  // namespace sedensenet

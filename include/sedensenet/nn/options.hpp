@@ -140,6 +140,10 @@ struct TransitionOptions {
   TORCH_ARG(int64_t, in_channels);
   /// Output channels (the reference uses floor(in_channels * compression)). Fixed at construction.
   TORCH_ARG(int64_t, out_channels);
+  /// `standard`: autograd keeps the ReLU's output (as large as the input). Any other mode: the
+  /// norm and ReLU are recomputed from the input in backward (the input is the dense block's
+  /// output, which lives anyway), as in an efficient dense layer. Same results either way.
+  TORCH_ARG(MemoryMode, memory) = MemoryMode::standard;
 };
 
 /// Options of a whole `DenseNet`. Defaults are the reference's: SE-DenseNet-BC-100 for 32x32

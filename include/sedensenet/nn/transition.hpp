@@ -26,7 +26,7 @@ namespace sedensenet {
 /// sedensenet::Transition t(sedensenet::TransitionOptions(256, 128));
 /// auto y = t->forward(x);  // (N, 256, 56, 56) -> (N, 128, 28, 28)
 /// ```
-class TransitionImpl : public torch::nn::Cloneable<TransitionImpl> {
+class TransitionImpl : public torch::nn::Cloneable<TransitionImpl>, public MemoryConfigurable {
  public:
   /// Side of the square average-pooling window, and its stride.
   static constexpr int64_t kPoolSize = 2;
@@ -36,6 +36,12 @@ class TransitionImpl : public torch::nn::Cloneable<TransitionImpl> {
   void reset() override;
 
   torch::Tensor forward(const torch::Tensor& x);
+
+  /// Whether a forward of x recomputes the norm and ReLU in backward: a non-standard memory mode,
+  /// training, gradients enabled and needed.
+  bool uses_efficient_path(const torch::Tensor& x) const;
+
+  void set_memory(MemoryMode mode) override { options.memory(mode); }
 
   void pretty_print(std::ostream& stream) const override;
 

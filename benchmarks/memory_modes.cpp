@@ -1,0 +1,127 @@
+// Memory modes as a user feels them: each (model, mode) measured in its own fresh process, in a
+// rotated order each round, medians over rounds. Reports the live-tensor peak, the process's peak
+// RSS growth (what `top` shows: freed blocks the C library keeps count), the step time and, on
+// CUDA, the caching allocator's reserved peak, each as a ratio to the standard mode.
+//
+//   memory_modes [--rounds 3] [--modes standard,efficient,shared,shared_ultra] [--depths 100]
+//                [--batch 64] [--densenet121] [--threads 2] [--steps 3] [--warmup 1]
+//                [--device cpu|cuda] [--csv memory_modes.csv]
+//
+// The child is `efficient_memory --child` (one training step = zero_grad, forward, cross-entropy,
+// backward, Adam step), with the library's allocator settings (`keep_freed_memory`), as
+// `sedensenet train` runs.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "fresh_process.hpp"
+
+namespace {
+
+struct Config {
+  std::string name;  // "BC-100" or "DenseNet-121"
+  std::string args;  // efficient_memory arguments selecting it
+};
+
+struct Sample {
+  std::vector<double> tensor_mb, step_s, rss_mb, reserved_mb;
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Memory modes, each in a fresh process: tensor peak, process RSS growth, step time"};
+  int rounds = 3, threads = 2, steps = 3, warmup = 1;
+  std::vector<std::string> modes = {"standard", "efficient", "shared", "shared_ultra"};
+  std::vector<int> depths = {100};
+  int batch = 64, densenet121_batch = 8;
+  bool densenet121 = false;
+  std::string device = "cpu", csv_path = "memory_modes.csv";
+  app.add_option("--rounds", rounds, "fresh processes per (model, mode)")->check(CLI::Range(1, 50));
+  app.add_option("--modes", modes, "memory modes; the first is the ratios' reference")
+      ->delimiter(',');
+  app.add_option("--depths", depths, "SE-DenseNet-BC depths at 32x32")->delimiter(',');
+  app.add_option("--batch", batch, "DenseNet-BC batch")->check(CLI::PositiveNumber);
+  app.add_flag("--densenet121", densenet121, "also DenseNet-121 + SE at 224x224");
+  app.add_option("--densenet121-batch", densenet121_batch, "its batch")->check(CLI::PositiveNumber);
+  app.add_option("--threads", threads, "LibTorch threads")->check(CLI::PositiveNumber);
+  app.add_option("--steps", steps, "timed steps per process (median)")->check(CLI::Range(1, 100));
+  app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::Range(0, 100));
+  app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
+  app.add_option("--csv", csv_path, "CSV output (one row per process, then the medians)");
+  CLI11_PARSE(app, argc, argv);
+
+  try {
+    const auto child = std::filesystem::canonical("/proc/self/exe").parent_path() /
+                       "efficient_memory";
+    std::vector<Config> configs;
+    for (int d : depths) {
+      configs.push_back({fmt::format("BC-{}", d),
+                         fmt::format("--depths {} --batch {} --no-densenet121", d, batch)});
+    }
+    if (densenet121) {
+      configs.push_back({"DenseNet-121",
+                         fmt::format("--only-densenet121 --densenet121-batch {}", densenet121_batch)});
+    }
+    std::ofstream csv(csv_path);
+    csv << "model,mode,round,tensor_peak_mb,step_s,rss_growth_mb,reserved_mb\n";
+    std::map<std::pair<std::string, std::string>, Sample> samples;
+    for (const auto& c : configs) {
+      for (int round = 0; round < rounds; ++round) {
+        for (size_t i = 0; i < modes.size(); ++i) {
+          const auto& mode = modes[(i + static_cast<size_t>(round)) % modes.size()];
+          const auto v = sedensenet::bench::run_fresh(fmt::format(
+              "{} --child --modes {} {} --threads {} --steps {} --warmup {} --device {} --csv "
+              "/dev/null --svg /dev/null",
+              child.string(), mode, c.args, threads, steps, warmup, device));
+          if (v.size() < 4) throw std::runtime_error("efficient_memory --child: short RESULT line");
+          auto& s = samples[{c.name, mode}];
+          s.tensor_mb.push_back(v[0]);
+          s.step_s.push_back(v[1]);
+          s.rss_mb.push_back(v[2]);
+          s.reserved_mb.push_back(v[3]);
+          csv << fmt::format("{},{},{},{:.1f},{:.4f},{:.1f},{:.1f}\n", c.name, mode, round + 1, v[0],
+                             v[1], v[2], v[3]);
+          fmt::print("  {:<13} {:<13} round {}: tensor peak {:>8.1f} MB  RSS growth {:>8.1f} MB  "
+                     "step {:.3f} s\n",
+                     c.name, mode, round + 1, v[0], v[2], v[1]);
+          std::fflush(stdout);
+        }
+      }
+    }
+    using sedensenet::bench::median;
+    fmt::print("\n{:<13} {:<13} | {:>10} {:>10} {:>8} {:>10} | {:>7} {:>7} {:>7} {:>7}\n", "model",
+               "mode", "tensor MB", "RSS MB", "step s", "reserved", "tensor", "RSS", "time",
+               "reserved");
+    fmt::print("{}\n", std::string(104, '-'));
+    for (const auto& c : configs) {
+      const auto& base = samples[{c.name, modes.front()}];
+      for (const auto& mode : modes) {
+        const auto& s = samples[{c.name, mode}];
+        auto r = [](const std::vector<double>& a, const std::vector<double>& b) {
+          return median(b) > 0 ? fmt::format("{:.2f}x", median(a) / median(b)) : std::string("-");
+        };
+        fmt::print("{:<13} {:<13} | {:>10.1f} {:>10.1f} {:>8.3f} {:>10.1f} | {:>7} {:>7} {:>7} {:>7}\n",
+                   c.name, mode, median(s.tensor_mb), median(s.rss_mb), median(s.step_s),
+                   median(s.reserved_mb), r(s.tensor_mb, base.tensor_mb), r(s.rss_mb, base.rss_mb),
+                   r(s.step_s, base.step_s), r(s.reserved_mb, base.reserved_mb));
+        csv << fmt::format("{},{},median,{:.1f},{:.4f},{:.1f},{:.1f}\n", c.name, mode,
+                           median(s.tensor_mb), median(s.step_s), median(s.rss_mb),
+                           median(s.reserved_mb));
+      }
+    }
+    fmt::print("medians over {} fresh processes per row, rotated order; ratios to {}. RSS: peak "
+               "resident set growth over the process's start (LibTorch loaded).\n",
+               rounds, modes.front());
+    fmt::print("wrote {}\n", csv_path);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "memory_modes: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}
