@@ -5,7 +5,11 @@
 //
 //   memory_modes [--rounds 3] [--modes standard,efficient,shared,shared_ultra] [--depths 100]
 //                [--batch 64] [--densenet121] [--threads 2] [--steps 3] [--warmup 1]
-//                [--device cpu|cuda] [--csv memory_modes.csv]
+//                [--device cpu|cuda] [--csv memory_modes.csv] [--cap-mb 4096]
+//
+// --cap-mb: also the largest batch whose training step fits in that many MB of tensors, per model
+// and mode. Tensor memory is affine in the batch (the weights, gradients and optimizer state plus
+// a per-sample part), so two measured batches (--fit-batches, each in a fresh process) give it.
 //
 // The child is `efficient_memory --child` (one training step = zero_grad, forward, cross-entropy,
 // backward, Adam step), with the library's allocator settings (`keep_freed_memory`), as
@@ -13,6 +17,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <array>
+#include <cstdint>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -54,6 +60,13 @@ int main(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed steps first")->check(CLI::Range(0, 100));
   app.add_option("--device", device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   app.add_option("--csv", csv_path, "CSV output (one row per process, then the medians)");
+  double cap_mb = 0;
+  std::vector<int> fit_batches = {4, 8};
+  app.add_option("--cap-mb", cap_mb, "also report the largest batch within this tensor memory")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--fit-batches", fit_batches, "the two DenseNet-BC batches the --cap-mb fit uses")
+      ->delimiter(',')
+      ->expected(2);
   CLI11_PARSE(app, argc, argv);
 
   try {
@@ -118,6 +131,32 @@ int main(int argc, char** argv) {
     fmt::print("medians over {} fresh processes per row, rotated order; ratios to {}. RSS: peak "
                "resident set growth over the process's start (LibTorch loaded).\n",
                rounds, modes.front());
+    if (cap_mb > 0) {
+      // Largest batch within the cap: peak(batch) = fixed + per_sample * batch, fitted on two
+      // batches, each measured in a fresh process (DenseNet-BC depths only).
+      fmt::print("\nlargest batch within {:.0f} MB of tensors (fit on batches {} and {}):\n", cap_mb,
+                 fit_batches[0], fit_batches[1]);
+      for (int d : depths) {
+        for (const auto& mode : modes) {
+          std::array<double, 2> peak{};
+          for (size_t i = 0; i < 2; ++i) {
+            peak[i] = sedensenet::bench::run_fresh(
+                          fmt::format("{} --child --modes {} --depths {} --batch {} "
+                                      "--no-densenet121 --threads {} --steps 1 --warmup 1 "
+                                      "--device {} --csv /dev/null --svg /dev/null",
+                                      child.string(), mode, d, fit_batches[i], threads, device))
+                          .at(0);
+          }
+          const double per_sample = (peak[1] - peak[0]) / (fit_batches[1] - fit_batches[0]);
+          const double fixed = peak[0] - per_sample * fit_batches[0];
+          const auto largest = static_cast<int64_t>((cap_mb - fixed) / per_sample);
+          fmt::print("  BC-{:<4} {:<13} {:>8.2f} MB per sample + {:>7.1f} MB: largest batch {}\n", d,
+                     mode, per_sample, fixed, largest);
+          csv << fmt::format("BC-{},{},cap {:.0f} MB,largest batch {},{:.3f} MB/sample,{:.1f} MB\n",
+                             d, mode, cap_mb, largest, per_sample, fixed);
+        }
+      }
+    }
     fmt::print("wrote {}\n", csv_path);
   } catch (const std::exception& e) {
     fmt::print(stderr, "memory_modes: {}\n", e.what());
