@@ -385,6 +385,14 @@ TEST_CASE("A shared-storage block is one autograd node with no concatenation, ex
   SECTION("SE with the scaled sigmoid gate") {
     check_block(DenseBlock<DenseLayer<SEBlock<ScaledSigmoid>>>(DenseBlockOptions(3, layer)), mode);
   }
+  SECTION("a wrong channel count is refused naming both counts") {
+    DenseBlock<DenseLayer<SEBlock<>>> block(DenseBlockOptions(2, DenseLayerOptions(5, 4).memory(mode)));
+    block->train();
+    auto x = torch::randn({2, 6, 5, 5}, torch::requires_grad());
+    REQUIRE(block->uses_shared_path(x));
+    REQUIRE_THROWS_WITH(block->forward(x), Contains("expected input (N, 5, H, W)") &&
+                                               Contains("[2, 6, 5, 5]"));
+  }
   SECTION("a lone layer in a shared mode runs as efficient") {
     DenseLayer<SEBlock<>> lone(DenseLayerOptions(6, 4).memory(mode));
     lone->train();

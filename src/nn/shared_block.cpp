@@ -230,6 +230,10 @@ struct SharedBlockFunction : public torch::autograd::Function<SharedBlockFunctio
 torch::Tensor shared_block_forward(const torch::Tensor& x,
                                    c10::intrusive_ptr<SharedBlockPlan> plan) {
   TORCH_CHECK(!plan->layers.empty(), "shared_block_forward: a block needs at least one layer");
+  const int64_t expected = plan->layers.front().norm1->options.num_features();
+  TORCH_CHECK(x.dim() == 4 && x.size(1) == expected,
+              "DenseBlock::forward: expected input (N, ", expected, ", H, W) for the block's "
+              "in_channels = ", expected, ", got ", x.sizes());
   torch::autograd::variable_list parameters;
   for (const auto& layer : plan->layers) {
     parameters.push_back(layer.norm1->weight);

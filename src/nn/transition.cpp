@@ -23,15 +23,7 @@ void TransitionImpl::reset() {
 }
 
 bool TransitionImpl::uses_efficient_path(const torch::Tensor& x) const {
-  if (options.memory() == MemoryMode::standard || !is_training() ||
-      !torch::GradMode::is_enabled()) {
-    return false;
-  }
-  if (x.requires_grad()) return true;
-  for (const auto& p : parameters()) {
-    if (p.requires_grad()) return true;
-  }
-  return false;
+  return options.memory() != MemoryMode::standard && detail::records_for_backward(*this, x);
 }
 
 torch::Tensor TransitionImpl::forward(const torch::Tensor& x) {

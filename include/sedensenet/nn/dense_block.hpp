@@ -103,19 +103,12 @@ class DenseBlockImpl : public torch::nn::Cloneable<DenseBlockImpl<Layer>>,
   /// `shared` or `shared_ultra`, training, gradients enabled and needed, autocast off (under
   /// autocast the layers run as `efficient`).
   bool uses_shared_path(const torch::Tensor& x) const {
-    const auto mode = options.layer().memory();
     if constexpr (!detail::is_dense_layer<Layer>::value) return false;
-    if ((mode != MemoryMode::shared && mode != MemoryMode::shared_ultra) || !this->is_training() ||
-        !torch::GradMode::is_enabled() || x.dim() != 4 ||
-        compat::autocast_enabled(c10::DeviceType::CPU) ||
-        compat::autocast_enabled(c10::DeviceType::CUDA)) {
-      return false;
-    }
-    if (x.requires_grad()) return true;
-    for (const auto& p : this->parameters()) {
-      if (p.requires_grad()) return true;
-    }
-    return false;
+    const auto mode = options.layer().memory();
+    return (mode == MemoryMode::shared || mode == MemoryMode::shared_ultra) &&
+           !compat::autocast_enabled(c10::DeviceType::CPU) &&
+           !compat::autocast_enabled(c10::DeviceType::CUDA) &&
+           detail::records_for_backward(*this, x);
   }
 
   void set_memory(MemoryMode mode) override {

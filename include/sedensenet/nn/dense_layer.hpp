@@ -128,17 +128,7 @@ class DenseLayerImpl : public torch::nn::Cloneable<DenseLayerImpl<Attention>>,
   /// Whether a forward with these inputs will use the recomputing path: efficient mode, training,
   /// gradients enabled and something that needs them.
   bool uses_efficient_path(torch::TensorList inputs) const {
-    if (options.memory() == MemoryMode::standard || !this->is_training() ||
-        !torch::GradMode::is_enabled()) {
-      return false;
-    }
-    for (const auto& t : inputs) {
-      if (t.requires_grad()) return true;
-    }
-    for (const auto& p : this->parameters()) {
-      if (p.requires_grad()) return true;
-    }
-    return false;
+    return options.memory() != MemoryMode::standard && detail::records_for_backward(*this, inputs);
   }
 
   void set_memory(MemoryMode mode) override { options.memory(mode); }

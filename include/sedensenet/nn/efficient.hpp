@@ -30,12 +30,27 @@
 
 #include <torch/nn/modules/batchnorm.h>
 #include <torch/nn/modules/conv.h>
+#include <torch/nn/module.h>
 #include <torch/types.h>
 
 #include <variant>
 
 namespace sedensenet {
 namespace detail {
+
+/// Whether a training forward of `module` on `inputs` records anything for backward: the module
+/// is training, gradients are enabled, and an input or one of its parameters needs a gradient.
+/// Where it does not, the recomputing layers run their plain path (there is nothing to save).
+inline bool records_for_backward(const torch::nn::Module& module, torch::TensorList inputs) {
+  if (!module.is_training() || !torch::GradMode::is_enabled()) return false;
+  for (const auto& t : inputs) {
+    if (t.requires_grad()) return true;
+  }
+  for (const auto& p : module.parameters()) {
+    if (p.requires_grad()) return true;
+  }
+  return false;
+}
 
 /// Non-tensor arguments of the efficient functions (not traversed by autograd).
 struct NormConvModules {
