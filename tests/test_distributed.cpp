@@ -151,6 +151,19 @@ TEST_CASE("distributed: a run stopped by one rank mid-epoch resumes to the unint
   CHECK(fs::exists(dir / "run_whole" / "history.csv"));
 }
 
+TEST_CASE("distributed: a stop asked on one rank after an epoch's last collective stops both there",
+          "[distributed]") {
+  const auto dir = work_dir("epoch_end_stop");
+  // Before the ranks agreed at the end of the epoch as well, rank 1 left and rank 0 went on into
+  // epoch 2 until its collective timed out: the launcher failed instead of both ranks stopping.
+  REQUIRE(run_workers(2, "epoch_end_stop", dir, 8, /*timeout_s=*/20) == 0);
+  for (const auto* r : {"r0", "r1"}) {
+    const auto result = load_json(dir / (std::string("epoch_stop_result_") + r + ".json"));
+    CHECK(result["interrupted"] == true);
+    CHECK(result["history"].size() == 1);
+  }
+}
+
 TEST_CASE("distributed: evaluation reduced over ranks equals the single-process evaluation",
           "[distributed]") {
   const auto two = work_dir("eval2"), one = work_dir("eval1");

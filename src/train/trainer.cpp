@@ -162,7 +162,13 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
       result.early_stopped = true;
       break;
     }
-    if (stop_requested_) {
+    // The ranks agree here too: a request that arrived after the epoch's last collective (during
+    // evaluation or while a checkpoint was written) must not stop one rank and not the others.
+    const bool stop = parallel_.distributed()
+                          ? parallel_.sum({stop_requested_ ? 1.0 : 0.0}).at(0) > 0
+                          : stop_requested_.load();
+    if (stop) {
+      stop_requested_ = true;
       result.interrupted = state_.epoch < options_.epochs();
       break;
     }

@@ -12,6 +12,8 @@ failures=0
 
 fail() { echo "FAIL: $*"; failures=$((failures + 1)); }
 contains() { grep -q -- "$2" "$1" || { fail "$1 lacks '$2'"; cat "$1"; }; }
+# LibTorch's own warnings carry a C++ stack trace; what a user reads is one line per problem.
+no_trace() { ! grep -q "Exception raised from\|frame #0" "$1" || { fail "$1 shows a raw stack trace"; cat "$1"; }; }
 rows() { echo $(( $(wc -l < "$1") - 1 )); }
 
 common=(--preset densenet_bc_10_k4 --image-size 16 --batch-size 16 --threads 1 --workers 1)
@@ -50,6 +52,7 @@ wait $launcher
 code=$?
 [ $code -eq 130 ] || { fail "interrupted launcher should exit 130, got $code"; cat "$work/int.txt"; }
 contains "$work/int.txt" "interrupted:"
+no_trace "$work/int.txt"
 done_epochs=$(rows "$work/int/history.csv")
 "$tool" train --resume "$work/int" --nproc 2 --epochs $((done_epochs + 1)) > "$work/out.txt" 2>&1
 code=$?
@@ -71,6 +74,7 @@ contains "$work/kill.txt" "rank 1 (pid $rank1) was killed by signal 9"
 contains "$work/kill.txt" "error (rank 0): rank 0: distributed training failed: rank 1 has stopped"
 [ $elapsed -le 40 ] || fail "the surviving rank took ${elapsed}s to stop (timeout 20s)"
 [ -s "$work/kill/last.pt" ] || fail "last.pt lost"
+no_trace "$work/kill.txt"
 
 # Bad set-ups: one-line errors naming the variable or option.
 WORLD_SIZE=2 "$tool" train "$data" "${common[@]}" --nproc 2 > "$work/out.txt" 2>&1 && fail "--nproc under WORLD_SIZE accepted"

@@ -3,7 +3,7 @@
 //
 //   dist_worker SCENARIO OUT_DIR [BATCH]
 //
-// Scenarios: frozen_bn, bn, bn_simulated, resume, evaluate, kill, nan. Each writes its results as
+// Scenarios: frozen_bn, bn, bn_simulated, resume, epoch_end_stop, evaluate, kill, nan. Each writes its results as
 // files under OUT_DIR named after the rank (params_r<rank>.pt, result_r<rank>.json, error_r<rank>.txt).
 #include <torch/torch.h>
 
@@ -197,6 +197,15 @@ int main(int argc, char** argv) {
                      });
       train_and_save(make_net(MemoryMode::efficient), sgd_options().run_dir(parts.string()), batch, out, comm,
                      "resumed", [&](Trainer& t) { t.resume(parts); });
+    } else if (scenario == "epoch_end_stop") {
+      // Rank 1 alone is asked to stop after epoch 1's last collective (as a Ctrl-C that reaches
+      // it while the epoch's checkpoint is written): both ranks must stop there, together.
+      train_and_save(make_net(MemoryMode::standard), sgd_options().epochs(3), batch, out, comm, "epoch_stop",
+                     [&](Trainer& t) {
+                       t.on_epoch_end([&t](const EpochMetrics& m) {
+                         if (t.rank() == 1 && m.epoch == 1) t.request_stop();
+                       });
+                     });
     } else if (scenario == "evaluate") {
       auto net = make_net(MemoryMode::standard);
       auto [images, labels] = quadrant_task(kTestImages, 12);
