@@ -23,6 +23,20 @@ if(SEDENSENET_ONNX)
     message(STATUS "SEDenseNet: ONNX export off (install libonnx-dev for it)")
   endif()
 endif()
+# The inference graph's convolutions on oneDNN directly (optional): Debian's libdnnl-dev, used only
+# when the LibTorch in use links that same library (Debian's does; PyPI's wheel carries its own
+# oneDNN and OpenMP runtime, and a second copy of each in one process is not worth the risk).
+option(SEDENSENET_ONEDNN "Run inference convolutions on the system's oneDNN when LibTorch uses it" ON)
+set(SEDENSENET_WITH_ONEDNN OFF)
+if(SEDENSENET_ONEDNN AND TORCH_INSTALL_PREFIX MATCHES "^/usr/?$")
+  find_package(dnnl 2 CONFIG QUIET)
+  if(dnnl_FOUND AND TARGET DNNL::dnnl)
+    set(SEDENSENET_WITH_ONEDNN ON)
+  else()
+    message(STATUS "SEDenseNet: inference convolutions through LibTorch (install libdnnl-dev for "
+                   "the faster direct oneDNN path)")
+  endif()
+endif()
 # A LibTorch that ships its own OpenMP runtime (PyPI's wheel: torch/lib/libgomp.so.1) loads that
 # one; ours is the same runtime then, not the compiler's copy (one OpenMP runtime per process).
 if(OpenMP_CXX_FOUND AND EXISTS "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1"

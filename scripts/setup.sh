@@ -24,6 +24,9 @@ SEDENSENET_PACKAGES=(
   # ONNX export (libonnx-dev, with protobuf), and OpenCV's DNN module, which the tests run the
   # exported files in.
   libonnx-dev libprotobuf-dev libopencv-dnn-dev libopencv-core-dev
+  # oneDNN's headers: the inference path runs its convolutions on the oneDNN Debian's LibTorch
+  # links, with primitives made once (the library is installed with libtorch-dev already).
+  libdnnl-dev
   # The real dataset the demo trains on.
   dataset-fashion-mnist
   # The sanitizer and fuzzing build of the test command (clang with libFuzzer and ASan/UBSan).

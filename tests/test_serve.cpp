@@ -140,6 +140,52 @@ TEST_CASE("The inference graph computes the training model's eval-mode logits", 
   }
 }
 
+TEST_CASE("The graph's own oneDNN convolutions match LibTorch's and follow weights changed later",
+          "[serve]") {
+  // The same graph with every convolution on LibTorch's (no plans): the reference.
+  const auto on_libtorch = [](serve::InferenceGraph g) {
+    g.stem.plans = nullptr;
+    for (auto& block : g.blocks) {
+      for (auto& layer : block.layers) layer.conv1.plans = layer.conv2.plans = nullptr;
+    }
+    for (auto& t : g.transitions) t.conv.plans = nullptr;
+    return g;
+  };
+  for (const auto& shape : {shapes()[0], shapes()[1]}) {  // BC with SE; the ImageNet stem
+    INFO(shape.name);
+    auto net = make_model(shape.options, shape.size);
+    auto graph = serve::InferenceGraph::lower(net);
+#if defined(SEDENSENET_EXPECT_ONEDNN)
+    REQUIRE(graph.stem.plans != nullptr);  // this build runs them
+#else
+    REQUIRE(graph.stem.plans == nullptr);
+#endif
+    const auto reference = on_libtorch(graph);  // shares the weight tensors
+    for (int64_t batch : {1, 3, 1}) {
+      torch::manual_seed(static_cast<uint64_t>(batch));
+      const auto x = torch::randn({batch, 3, shape.size, shape.size});
+      CHECK(max_abs(graph.forward(x), reference.forward(x)) <= 1e-5);
+    }
+    torch::manual_seed(11);
+    const auto x = torch::randn({2, 3, shape.size, shape.size});
+    const auto before = graph.forward(x);
+    {
+      torch::NoGradGuard no_grad;
+      graph.blocks[0].layers[0].conv2.weight.mul_(1.5);  // in place: seen by both graphs
+      graph.blocks[0].layers[0].conv1.bias.add_(0.25);
+    }
+    const auto changed = graph.forward(x);
+    CHECK(max_abs(changed, before) > 1e-3);
+    CHECK(max_abs(changed, reference.forward(x)) <= 1e-5);
+    // A weight replaced by another tensor (the old one stays alive in `reference`).
+    auto replaced = reference;
+    replaced.blocks[1].layers[0].conv1.weight = graph.blocks[1].layers[0].conv1.weight * 0.5;
+    graph.blocks[1].layers[0].conv1.weight = replaced.blocks[1].layers[0].conv1.weight;
+    CHECK(max_abs(graph.forward(x), replaced.forward(x)) <= 1e-5);
+    CHECK(max_abs(graph.forward(x), changed) > 1e-3);
+  }
+}
+
 TEST_CASE("Efficient and standard models lower to the same graph; training mode does not matter",
           "[serve]") {
   auto net = make_model(DenseNetOptions::densenet_bc(16, 8).num_classes(5), 32);

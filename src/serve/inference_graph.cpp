@@ -12,6 +12,7 @@
 #include "sedensenet/nn/dense_block.hpp"
 #include "sedensenet/nn/dense_layer.hpp"
 #include "sedensenet/nn/transition.hpp"
+#include "onednn_convolution.hpp"
 
 namespace sedensenet::serve {
 namespace {
@@ -67,6 +68,7 @@ Convolution convolution(const Conv2dImpl& conv) {
   Convolution out;
   out.weight = conv.weight.detach().to(torch::kFloat32).contiguous(torch::MemoryFormat::ChannelsLast);
   if (conv.bias.defined()) out.bias = conv.bias.detach().to(torch::kFloat32).clone();
+  out.plans = detail::make_convolution_plans();
   out.stride = (*o.stride())[0];
   const auto* padding = explicit_padding(o.padding());
   if (padding == nullptr) unsupported("a convolution with 'same' or 'valid' padding");
@@ -164,10 +166,12 @@ torch::Tensor apply(const ScaleShiftReLU& n, const torch::Tensor& x,
 }
 
 /// How the convolutions run. On a CPU with oneDNN (MKLDNN): channels-last tensors and oneDNN's
-/// convolution called directly. LibTorch's conv2d sends small inputs (batch 1, late blocks) to a
-/// slow im2col path and converts NCHW inputs for oneDNN at every call; measured on 2 cores, this
-/// is 1.4x (demo model, batch 1) to 2.4x (DenseNet-121, batch 1) faster (docs/benchmarks.md).
-/// Elsewhere (CUDA, builds without oneDNN): conv2d on contiguous tensors.
+/// convolution. LibTorch's conv2d sends small inputs (batch 1, late blocks) to a slow im2col path
+/// and converts NCHW inputs for oneDNN at every call; LibTorch's mkldnn_convolution avoids that
+/// (1.4x to 2.4x on 2 cores), and the graph's own oneDNN primitives (`Convolution::plans`, made
+/// once per shape, ReLU fused) avoid rebuilding the primitive and reordering the weights at every
+/// call as well (docs/benchmarks.md). Elsewhere (CUDA, builds without oneDNN): conv2d on
+/// contiguous tensors.
 struct Backend {
   bool onednn = false;
   torch::MemoryFormat format = torch::MemoryFormat::Contiguous;
@@ -175,19 +179,23 @@ struct Backend {
     onednn = x.device().is_cpu() && at::hasMKLDNN() && at::globalContext().userEnabledMkldnn();
     if (onednn) format = torch::MemoryFormat::ChannelsLast;
   }
-  torch::Tensor conv(const Convolution& c, const torch::Tensor& x) const {
-    if (onednn) {
-      return torch::mkldnn_convolution(x, c.weight, c.bias, {c.padding, c.padding},
-                                       {c.stride, c.stride}, {1, 1}, 1);
+  /// c(x), then ReLU when `relu`.
+  torch::Tensor conv(const Convolution& c, const torch::Tensor& x, bool relu = false) const {
+    if (onednn && c.plans) {
+      auto y = detail::run_convolution(*c.plans, c, x, relu);
+      if (y.defined()) return y;
     }
-    return torch::conv2d(x, c.weight, c.bias, c.stride, c.padding);
+    auto y = onednn ? torch::mkldnn_convolution(x, c.weight, c.bias, {c.padding, c.padding},
+                                                {c.stride, c.stride}, {1, 1}, 1)
+                    : torch::conv2d(x, c.weight, c.bias, c.stride, c.padding);
+    return relu ? y.relu_() : y;
   }
 };
 
 /// Writes layer `layer`'s new channels into `slot` (a channel slice of the block output).
 void run_layer(const Backend& backend, const DenseLayerGraph& layer, const torch::Tensor& input,
                torch::Tensor slot) {
-  auto bottleneck = backend.conv(layer.conv1, apply(layer.norm1, input, backend.format)).relu_();
+  auto bottleneck = backend.conv(layer.conv1, apply(layer.norm1, input, backend.format), /*relu=*/true);
   auto fresh = backend.conv(layer.conv2, bottleneck);
   if (!layer.has_se) {
     slot.copy_(fresh);
@@ -260,8 +268,8 @@ torch::Tensor InferenceGraph::forward(const torch::Tensor& images) const {
               "InferenceGraph::forward expects images (N, 3, H, W), got ", images.sizes());
   c10::InferenceMode inference;
   const Backend backend(images);
-  auto x = backend.conv(stem, images.to(torch::kFloat32).contiguous(backend.format));
-  if (imagenet_stem) x = torch::max_pool2d(x.relu_(), 3, 2, 1);
+  auto x = backend.conv(stem, images.to(torch::kFloat32).contiguous(backend.format), imagenet_stem);
+  if (imagenet_stem) x = torch::max_pool2d(x, 3, 2, 1);
   for (size_t b = 0; b < blocks.size(); ++b) {
     const auto& block = blocks[b];
     TORCH_CHECK(x.size(1) == block.in_channels, "InferenceGraph: block ", b, " expects ",

@@ -24,6 +24,7 @@
 #include <torch/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -38,12 +39,21 @@ struct ScaleShiftReLU {
   torch::Tensor shift;  ///< (C)
 };
 
+/// oneDNN primitives of one convolution, made at first use for each input shape (builds whose
+/// LibTorch links the system's oneDNN; see `Convolution::plans`).
+class ConvolutionPlans;
+
 /// A 2-d convolution: weight (out, in, kh, kw), optional bias (out), square stride and padding.
 struct Convolution {
   torch::Tensor weight;
   torch::Tensor bias;  ///< undefined: no bias
   int64_t stride = 1;
   int64_t padding = 0;
+  /// Set by `InferenceGraph::lower` where the build runs convolutions on oneDNN directly: the
+  /// primitives and reordered weights `forward` reuses (copies of the graph share them). A plan is
+  /// keyed by the weight's and bias's storage and version, so weights replaced or changed in place
+  /// are picked up. Null: LibTorch's convolution.
+  std::shared_ptr<ConvolutionPlans> plans;
 };
 
 /// Squeeze-and-excitation: gate = G(fc2 relu(fc1 mean_hw(x))), out = x * gate.

@@ -1,0 +1,29 @@
+#pragma once
+// The inference graph's convolutions on oneDNN directly, for the LibTorch that links the system's
+// oneDNN (Debian's): one primitive per input shape, made at first use with the weights reordered
+// into the layout the primitive chose, then only executed. LibTorch's mkldnn_convolution builds
+// the primitive description and reorders the weights at every call, which at batch 1 costs more
+// than the arithmetic of a small layer (docs/benchmarks.md, "Inference").
+#include <torch/types.h>
+
+#include <memory>
+
+#include "sedensenet/serve/inference_graph.hpp"
+
+namespace sedensenet::serve::detail {
+
+/// True when this build runs convolutions through its own oneDNN primitives
+/// (SEDENSENET_WITH_ONEDNN); otherwise `make_convolution_plans` returns null.
+bool onednn_convolutions_available();
+
+/// A cache of primitives for one convolution, keyed by the input's shape and the weights'
+/// identity; safe to use from several threads at once (every call has its own scratchpad).
+std::shared_ptr<ConvolutionPlans> make_convolution_plans();
+
+/// `c` applied to `x`, followed by ReLU when `relu` (fused into the primitive), as a new
+/// channels-last tensor; an undefined tensor when the plans cannot run it (x not float32
+/// channels-last on the CPU, an empty batch, or a shape oneDNN refused): the caller falls back.
+torch::Tensor run_convolution(ConvolutionPlans& plans, const Convolution& c, const torch::Tensor& x,
+                              bool relu);
+
+}  // namespace sedensenet::serve::detail
