@@ -7,6 +7,8 @@
 //
 //   inference_latency [--models demo,densenet121] [--batches 1,32] [--threads 2] [--rounds 3]
 //                     [--seconds 2] [--methods ours,model,eager,jit,ort] [--csv FILE]
+// (--methods libtorch_conv adds our graph with LibTorch's convolutions instead of its own oneDNN
+// primitives: the ablation of that choice.)
 #include <sedensenet/sedensenet.hpp>
 
 #include <CLI/CLI.hpp>
@@ -78,6 +80,16 @@ int worker(const std::string& method, const std::string& file, int64_t batch, do
   if (method == "ours") {
     const sedensenet::Classifier classifier(trained);
     time_and_report([&] { classifier.logits(x); }, batch, seconds);
+  } else if (method == "libtorch_conv") {
+    // The ablation: the same graph with every convolution on LibTorch's mkldnn_convolution
+    // (what the inference path ran before it made oneDNN primitives of its own).
+    auto graph = sedensenet::serve::InferenceGraph::lower(trained.model);
+    graph.stem.plans = nullptr;
+    for (auto& block : graph.blocks) {
+      for (auto& layer : block.layers) layer.conv1.plans = layer.conv2.plans = nullptr;
+    }
+    for (auto& t : graph.transitions) t.conv.plans = nullptr;
+    time_and_report([&] { graph.forward(x); }, batch, seconds);
   } else {
     trained.model->eval();
     torch::NoGradGuard no_grad;
@@ -112,7 +124,9 @@ int main(int argc, char** argv) {
   int64_t worker_batch = 1;
   app.add_option("--models", models, "demo and/or densenet121")->delimiter(',');
   app.add_option("--batches", batches, "batch sizes")->delimiter(',');
-  app.add_option("--methods", methods, "ours, model (training model, eval), eager, jit, ort")->delimiter(',');
+  app.add_option("--methods", methods,
+                 "ours, model (training model, eval), eager, jit, ort; libtorch_conv (ours with "
+                 "LibTorch's convolutions: the ablation)")->delimiter(',');
   app.add_option("--threads", threads, "threads of every runtime")->check(CLI::PositiveNumber);
   app.add_option("--rounds", rounds, "rounds (fresh processes, rotated order; medians)")->check(CLI::PositiveNumber);
   app.add_option("--seconds", seconds, "timed seconds per measurement")->check(CLI::PositiveNumber);
@@ -157,7 +171,7 @@ int main(int argc, char** argv) {
             // Rotated order: each method runs first in some round (an order artefact would show).
             const auto& method = methods[(m + static_cast<size_t>(round)) % methods.size()];
             std::string command;
-            if (method == "ours" || method == "model") {
+            if (method == "ours" || method == "model" || method == "libtorch_conv") {
               command = fmt::format("{} --worker {} --file {}.pt --batch {} --threads {} --seconds {}",
                                     self, method, base.string(), batch, threads, seconds);
             } else {
@@ -179,6 +193,7 @@ int main(int argc, char** argv) {
                "ms/batch", "images/s", "vs eager", "RSS MB");
     const std::map<std::string, std::string> labels = {
         {"ours", "SEDenseNet inference path (Classifier)"}, {"model", "SEDenseNet training model, eval"},
+        {"libtorch_conv", "ours, LibTorch's convolutions"},
         {"eager", "PyTorch eager"}, {"jit", "torch.jit optimize_for_inference"}, {"ort", "ONNX Runtime"}};
     for (const auto& model_name : models) {
       const auto config = model_config(model_name);
