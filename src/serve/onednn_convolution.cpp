@@ -4,6 +4,7 @@
 #include "onednn_convolution.hpp"
 
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <tuple>
@@ -38,7 +39,7 @@ class ConvolutionPlans {
     // make concurrent callers of a primitive overwrite each other's (Debian's oneDNN is built
     // without concurrent execution), and a fresh one per call costs page faults at large batches.
     if (plan->scratchpad_bytes > 0) {
-      thread_local torch::Tensor scratch;
+      thread_local torch::Tensor scratch;  // kept until the thread ends: the largest one needed
       if (!scratch.defined() || static_cast<size_t>(scratch.numel()) < plan->scratchpad_bytes) {
         scratch = torch::empty({static_cast<int64_t>(plan->scratchpad_bytes)}, torch::kUInt8);
       }
@@ -81,7 +82,17 @@ class ConvolutionPlans {
                   bias ? static_cast<int64_t>(c.bias._version()) : 0};
     std::lock_guard<std::mutex> lock(mutex_);
     auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, make(c, x, relu)).first;
+    if (it == plans_.end()) {
+      // Plans for other weights are stale (they were changed or replaced): drop them, so that a
+      // graph whose weights keep changing does not keep a copy of every version.
+      for (auto stale = plans_.begin(); stale != plans_.end();) {
+        const auto& k = stale->first;
+        const bool same_weights = std::get<5>(k) == std::get<5>(key) && std::get<6>(k) == std::get<6>(key) &&
+                                  std::get<7>(k) == std::get<7>(key) && std::get<8>(k) == std::get<8>(key);
+        stale = same_weights ? std::next(stale) : plans_.erase(stale);
+      }
+      it = plans_.emplace(key, make(c, x, relu)).first;
+    }
     return it->second.usable ? &it->second : nullptr;
   }
 
@@ -143,8 +154,6 @@ class ConvolutionPlans {
 
 namespace detail {
 
-bool onednn_convolutions_available() { return true; }
-
 std::shared_ptr<ConvolutionPlans> make_convolution_plans() {
   return std::make_shared<ConvolutionPlans>();
 }
@@ -166,8 +175,6 @@ torch::Tensor run_convolution(ConvolutionPlans& plans, const Convolution& c, con
 class ConvolutionPlans {};
 
 namespace detail {
-
-bool onednn_convolutions_available() { return false; }
 
 std::shared_ptr<ConvolutionPlans> make_convolution_plans() { return nullptr; }
 

@@ -12,12 +12,9 @@
 
 namespace sedensenet::serve::detail {
 
-/// True when this build runs convolutions through its own oneDNN primitives
-/// (SEDENSENET_WITH_ONEDNN); otherwise `make_convolution_plans` returns null.
-bool onednn_convolutions_available();
-
 /// A cache of primitives for one convolution, keyed by the input's shape and the weights'
-/// identity; safe to use from several threads at once (every call has its own scratchpad).
+/// identity; safe to use from several threads at once (every calling thread has its own
+/// scratchpad). Null when this build has no direct oneDNN path (SEDENSENET_WITH_ONEDNN unset).
 std::shared_ptr<ConvolutionPlans> make_convolution_plans();
 
 /// `c` applied to `x`, followed by ReLU when `relu` (fused into the primitive), as a new
