@@ -83,12 +83,8 @@ int worker(const std::string& method, const std::string& file, int64_t batch, do
   } else if (method == "libtorch_conv") {
     // The ablation: the same graph with every convolution on LibTorch's mkldnn_convolution
     // (what the inference path ran before it made oneDNN primitives of its own).
-    auto graph = sedensenet::serve::InferenceGraph::lower(trained.model);
-    graph.stem.plans = nullptr;
-    for (auto& block : graph.blocks) {
-      for (auto& layer : block.layers) layer.conv1.plans = layer.conv2.plans = nullptr;
-    }
-    for (auto& t : graph.transitions) t.conv.plans = nullptr;
+    const auto graph =
+        sedensenet::serve::InferenceGraph::lower(trained.model).with_libtorch_convolutions();
     time_and_report([&] { graph.forward(x); }, batch, seconds);
   } else {
     trained.model->eval();

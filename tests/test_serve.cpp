@@ -142,15 +142,6 @@ TEST_CASE("The inference graph computes the training model's eval-mode logits", 
 
 TEST_CASE("The graph's own oneDNN convolutions match LibTorch's and follow weights changed later",
           "[serve]") {
-  // The same graph with every convolution on LibTorch's (no plans): the reference.
-  const auto on_libtorch = [](serve::InferenceGraph g) {
-    g.stem.plans = nullptr;
-    for (auto& block : g.blocks) {
-      for (auto& layer : block.layers) layer.conv1.plans = layer.conv2.plans = nullptr;
-    }
-    for (auto& t : g.transitions) t.conv.plans = nullptr;
-    return g;
-  };
   for (const auto& shape : {shapes()[0], shapes()[1]}) {  // BC with SE; the ImageNet stem
     INFO(shape.name);
     auto net = make_model(shape.options, shape.size);
@@ -160,7 +151,9 @@ TEST_CASE("The graph's own oneDNN convolutions match LibTorch's and follow weigh
 #else
     REQUIRE(graph.stem.plans == nullptr);
 #endif
-    const auto reference = on_libtorch(graph);  // shares the weight tensors
+    const auto reference = graph.with_libtorch_convolutions();  // shares the weight tensors
+    REQUIRE(reference.stem.plans == nullptr);
+    REQUIRE(reference.blocks[0].layers[0].conv2.plans == nullptr);
     for (int64_t batch : {1, 3, 1}) {
       torch::manual_seed(static_cast<uint64_t>(batch));
       const auto x = torch::randn({batch, 3, shape.size, shape.size});
@@ -184,6 +177,33 @@ TEST_CASE("The graph's own oneDNN convolutions match LibTorch's and follow weigh
     CHECK(max_abs(graph.forward(x), replaced.forward(x)) <= 1e-5);
     CHECK(max_abs(graph.forward(x), changed) > 1e-3);
   }
+}
+
+TEST_CASE("The graph's oneDNN plans stay bounded and correct when threads feed it many input sizes",
+          "[serve][threads]") {
+  // More sizes than a convolution keeps plans for (64): the cache is emptied while other threads
+  // run plans it held; each call must still give LibTorch's result.
+  auto net = make_model(DenseNetOptions::densenet_bc(10, 4).num_classes(3), 16);
+  const auto graph = serve::InferenceGraph::lower(net);
+  const auto reference = graph.with_libtorch_convolutions();
+  std::vector<torch::Tensor> inputs, expected;
+  torch::manual_seed(5);
+  for (int64_t size = 8; size < 8 + 80; ++size) {
+    inputs.push_back(torch::randn({1, 3, size, 8 + (size * 7) % 23}));
+    expected.push_back(reference.forward(inputs.back()));
+  }
+  std::vector<double> worst(4, 0.0);
+  std::vector<std::thread> threads;
+  for (size_t t = 0; t < worst.size(); ++t) {
+    threads.emplace_back([&, t] {
+      for (size_t i = 0; i < inputs.size(); ++i) {
+        const size_t k = (i * (t + 1) + t * 17) % inputs.size();  // each thread its own order
+        worst[t] = std::max(worst[t], max_abs(graph.forward(inputs[k]), expected[k]));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (double w : worst) CHECK(w <= 1e-5);
 }
 
 TEST_CASE("Efficient and standard models lower to the same graph; training mode does not matter",

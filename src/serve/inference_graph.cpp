@@ -299,6 +299,16 @@ InferenceGraph InferenceGraph::to(torch::Device device) const {
   return moved;
 }
 
+InferenceGraph InferenceGraph::with_libtorch_convolutions() const {
+  InferenceGraph g = *this;
+  g.stem.plans = nullptr;
+  for (auto& block : g.blocks) {
+    for (auto& layer : block.layers) layer.conv1.plans = layer.conv2.plans = nullptr;
+  }
+  for (auto& t : g.transitions) t.conv.plans = nullptr;
+  return g;
+}
+
 std::vector<std::pair<std::string, torch::Tensor>> InferenceGraph::named_tensors() const {
   std::vector<std::pair<std::string, torch::Tensor>> out;
   for_each_tensor(*this, [&](const std::string& name, const torch::Tensor& t) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 #include <unordered_map>
@@ -25,7 +26,7 @@ class ConvolutionPlans {
     const int64_t out_h = (h + 2 * c.padding - c.weight.size(2)) / c.stride + 1;
     const int64_t out_w = (w + 2 * c.padding - c.weight.size(3)) / c.stride + 1;
     if (out_h <= 0 || out_w <= 0) return {};
-    Plan* plan = find(c, x, relu);
+    const std::shared_ptr<const Plan> plan = find(c, x, relu);  // alive while it runs
     if (plan == nullptr) return {};
     auto y = torch::empty({n, c.weight.size(0), out_h, out_w},
                           x.options().memory_format(torch::MemoryFormat::ChannelsLast));
@@ -75,7 +76,8 @@ class ConvolutionPlans {
     return eng;
   }
 
-  Plan* find(const Convolution& c, const torch::Tensor& x, bool relu) {
+  // Plans are shared: another thread may drop one from the map while this one runs it.
+  std::shared_ptr<const Plan> find(const Convolution& c, const torch::Tensor& x, bool relu) {
     const bool bias = c.bias.defined();
     const Key key{x.size(0), x.size(1), x.size(2), x.size(3), relu, c.weight.data_ptr(),
                   static_cast<int64_t>(c.weight._version()), bias ? c.bias.data_ptr() : nullptr,
@@ -91,9 +93,12 @@ class ConvolutionPlans {
                                   std::get<7>(k) == std::get<7>(key) && std::get<8>(k) == std::get<8>(key);
         stale = same_weights ? std::next(stale) : plans_.erase(stale);
       }
-      it = plans_.emplace(key, make(c, x, relu)).first;
+      // Many input shapes (a caller passing images of every size to forward) would otherwise
+      // keep a plan each without bound; Classifier's fixed input size needs a few.
+      if (plans_.size() >= kMaxPlans) plans_.clear();
+      it = plans_.emplace(key, std::make_shared<const Plan>(make(c, x, relu))).first;
     }
-    return it->second.usable ? &it->second : nullptr;
+    return it->second->usable ? it->second : nullptr;
   }
 
   static Plan make(const Convolution& c, const torch::Tensor& x, bool relu) {
@@ -148,8 +153,9 @@ class ConvolutionPlans {
     return plan;
   }
 
+  static constexpr size_t kMaxPlans = 64;
   std::mutex mutex_;
-  std::map<Key, Plan> plans_;
+  std::map<Key, std::shared_ptr<const Plan>> plans_;
 };
 
 namespace detail {

@@ -113,6 +113,10 @@ struct InferenceGraph {
 
   /// The same graph with every tensor moved to `device`.
   InferenceGraph to(torch::Device device) const;
+  /// The same graph (sharing its tensors) with every convolution on LibTorch's
+  /// `mkldnn_convolution` / `conv2d` instead of the graph's own oneDNN primitives: the reference
+  /// the tests and the benchmark's ablation compare against.
+  InferenceGraph with_libtorch_convolutions() const;
 
   int64_t num_classes() const { return classifier_weight.size(0); }
   /// Every tensor with a stable, unique name (`blocks.0.layers.3.conv1.weight`, ...), in the order
