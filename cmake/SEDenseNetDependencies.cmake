@@ -23,14 +23,18 @@ if(SEDENSENET_ONNX)
     message(STATUS "SEDenseNet: ONNX export off (install libonnx-dev for it)")
   endif()
 endif()
-# The inference graph's convolutions on oneDNN directly (optional): Debian's libdnnl-dev, used only
-# when the LibTorch in use links that same library (Debian's does; PyPI's wheel carries its own
-# oneDNN and OpenMP runtime, and a second copy of each in one process is not worth the risk).
-option(SEDENSENET_ONEDNN "Run inference convolutions on the system's oneDNN when LibTorch uses it" ON)
+# The inference graph's convolutions on oneDNN directly (optional): Debian's libdnnl-dev (oneDNN 2.x,
+# GNU OpenMP). Debian's LibTorch links that same library. PyPI's LibTorch links its own oneDNN 3.x
+# statically, with its symbols hidden, and ships GNU OpenMP as torch/lib/libgomp.so.1: the system's
+# library loads beside it without a clash, and both use the one OpenMP runtime of that soname. With
+# another OpenMP runtime in LibTorch (Intel's, LLVM's) the path stays off: two thread pools would
+# compete for the cores.
+option(SEDENSENET_ONEDNN "Run inference convolutions on the system's oneDNN (libdnnl-dev)" ON)
 set(SEDENSENET_WITH_ONEDNN OFF)
-if(SEDENSENET_ONEDNN AND TORCH_INSTALL_PREFIX MATCHES "^/usr/?$")
+if(SEDENSENET_ONEDNN AND (TORCH_INSTALL_PREFIX MATCHES "^/usr/?$"
+                          OR EXISTS "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1"))
   find_package(dnnl 2 CONFIG QUIET)
-  if(dnnl_FOUND AND TARGET DNNL::dnnl)
+  if(dnnl_FOUND AND TARGET DNNL::dnnl AND dnnl_VERSION VERSION_LESS 3)
     set(SEDENSENET_WITH_ONEDNN ON)
   else()
     message(STATUS "SEDenseNet: inference convolutions through LibTorch (install libdnnl-dev for "

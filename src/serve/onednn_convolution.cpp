@@ -1,6 +1,7 @@
-// See onednn_convolution.hpp. Compiled with SEDENSENET_WITH_ONEDNN when the LibTorch in use links
-// the system's oneDNN 2.x (cmake/SEDenseNetDependencies.cmake); otherwise only the stand-ins at
-// the end are built.
+// See onednn_convolution.hpp. Compiled with SEDENSENET_WITH_ONEDNN when the system's oneDNN 2.x
+// can run beside the LibTorch in use (cmake/SEDenseNetDependencies.cmake); otherwise only the
+// stand-ins at the end are built. The primitives themselves are in onednn_primitive.cpp, which
+// sees oneDNN's headers and not LibTorch's; this file sees LibTorch's and not oneDNN's.
 #include "onednn_convolution.hpp"
 
 #include <cstdint>
@@ -9,10 +10,9 @@
 #include <memory>
 #include <mutex>
 #include <tuple>
-#include <unordered_map>
 
 #if defined(SEDENSENET_WITH_ONEDNN)
-#include <oneapi/dnnl/dnnl.hpp>
+#include "onednn_primitive.hpp"
 #endif
 
 namespace sedensenet::serve {
@@ -22,33 +22,13 @@ namespace sedensenet::serve {
 class ConvolutionPlans {
  public:
   torch::Tensor run(const Convolution& c, const torch::Tensor& x, bool relu) {
-    const int64_t n = x.size(0), h = x.size(2), w = x.size(3);
-    const int64_t out_h = (h + 2 * c.padding - c.weight.size(2)) / c.stride + 1;
-    const int64_t out_w = (w + 2 * c.padding - c.weight.size(3)) / c.stride + 1;
-    if (out_h <= 0 || out_w <= 0) return {};
-    const std::shared_ptr<const Plan> plan = find(c, x, relu);  // alive while it runs
+    const detail::ConvolutionShape shape = shape_of(c, x, relu);
+    if (shape.out_height() <= 0 || shape.out_width() <= 0) return {};
+    const std::shared_ptr<const Plan> plan = find(c, shape);  // alive while it runs
     if (plan == nullptr) return {};
-    auto y = torch::empty({n, c.weight.size(0), out_h, out_w},
+    auto y = torch::empty({shape.n, shape.out_channels, shape.out_height(), shape.out_width()},
                           x.options().memory_format(torch::MemoryFormat::ChannelsLast));
-    const auto& eng = engine();
-    dnnl::memory src(plan->src_desc, eng, x.data_ptr());
-    dnnl::memory dst(plan->dst_desc, eng, y.data_ptr());
-    std::unordered_map<int, dnnl::memory> args{
-        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, plan->weights}, {DNNL_ARG_DST, dst}};
-    if (plan->has_bias) args.emplace(DNNL_ARG_BIAS, plan->bias);
-    // A scratchpad per calling thread, grown as needed and reused: the library's shared one would
-    // make concurrent callers of a primitive overwrite each other's (Debian's oneDNN is built
-    // without concurrent execution), and a fresh one per call costs page faults at large batches.
-    if (plan->scratchpad_bytes > 0) {
-      thread_local torch::Tensor scratch;  // kept until the thread ends: the largest one needed
-      if (!scratch.defined() || static_cast<size_t>(scratch.numel()) < plan->scratchpad_bytes) {
-        scratch = torch::empty({static_cast<int64_t>(plan->scratchpad_bytes)}, torch::kUInt8);
-      }
-      args.emplace(DNNL_ARG_SCRATCHPAD, dnnl::memory(plan->scratchpad_desc, eng, scratch.data_ptr()));
-    }
-    thread_local dnnl::stream stream(eng);
-    plan->primitive.execute(stream, args);
-    stream.wait();
+    plan->convolution->run(x.data_ptr<float>(), y.data_ptr<float>());
     return y;
   }
 
@@ -60,26 +40,29 @@ class ConvolutionPlans {
                          int64_t>;
 
   struct Plan {
-    bool usable = false;
-    dnnl::convolution_forward primitive;
-    dnnl::memory::desc src_desc, dst_desc;
-    dnnl::memory weights, bias;
-    torch::Tensor weights_storage, bias_storage;  // what `weights` and `bias` point into
-    torch::Tensor source_weight, source_bias;     // what the key names
-    bool has_bias = false;
-    dnnl::memory::desc scratchpad_desc;
-    size_t scratchpad_bytes = 0;
+    std::unique_ptr<detail::OneDnnConvolution> convolution;  // null: oneDNN refused the shape
+    torch::Tensor source_weight, source_bias;                 // what the key names
   };
 
-  static const dnnl::engine& engine() {
-    static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-    return eng;
+  static detail::ConvolutionShape shape_of(const Convolution& c, const torch::Tensor& x, bool relu) {
+    detail::ConvolutionShape s;
+    s.n = x.size(0);
+    s.channels = x.size(1);
+    s.height = x.size(2);
+    s.width = x.size(3);
+    s.out_channels = c.weight.size(0);
+    s.kernel_h = c.weight.size(2);
+    s.kernel_w = c.weight.size(3);
+    s.stride = c.stride;
+    s.padding = c.padding;
+    s.relu = relu;
+    return s;
   }
 
   // Plans are shared: another thread may drop one from the map while this one runs it.
-  std::shared_ptr<const Plan> find(const Convolution& c, const torch::Tensor& x, bool relu) {
+  std::shared_ptr<const Plan> find(const Convolution& c, const detail::ConvolutionShape& shape) {
     const bool bias = c.bias.defined();
-    const Key key{x.size(0), x.size(1), x.size(2), x.size(3), relu, c.weight.data_ptr(),
+    const Key key{shape.n, shape.channels, shape.height, shape.width, shape.relu, c.weight.data_ptr(),
                   static_cast<int64_t>(c.weight._version()), bias ? c.bias.data_ptr() : nullptr,
                   bias ? static_cast<int64_t>(c.bias._version()) : 0};
     std::lock_guard<std::mutex> lock(mutex_);
@@ -96,60 +79,19 @@ class ConvolutionPlans {
       // Many input shapes (a caller passing images of every size to forward) would otherwise
       // keep a plan each without bound; Classifier's fixed input size needs a few.
       if (plans_.size() >= kMaxPlans) plans_.clear();
-      it = plans_.emplace(key, std::make_shared<const Plan>(make(c, x, relu))).first;
+      it = plans_.emplace(key, make(c, shape)).first;
     }
-    return it->second->usable ? it->second : nullptr;
+    return it->second->convolution != nullptr ? it->second : nullptr;
   }
 
-  static Plan make(const Convolution& c, const torch::Tensor& x, bool relu) {
-    using dnnl::memory;
-    using tag = memory::format_tag;
-    Plan plan;
-    plan.source_weight = c.weight;
-    plan.source_bias = c.bias;
-    try {
-      const auto f32 = memory::data_type::f32;
-      const int64_t out = c.weight.size(0), kh = c.weight.size(2), kw = c.weight.size(3);
-      const int64_t out_h = (x.size(2) + 2 * c.padding - kh) / c.stride + 1;
-      const int64_t out_w = (x.size(3) + 2 * c.padding - kw) / c.stride + 1;
-      plan.src_desc = memory::desc({x.size(0), x.size(1), x.size(2), x.size(3)}, f32, tag::nhwc);
-      plan.dst_desc = memory::desc({x.size(0), out, out_h, out_w}, f32, tag::nhwc);
-      const memory::desc given_weights({out, c.weight.size(1), kh, kw}, f32, tag::ohwi);
-      const memory::desc any_weights({out, c.weight.size(1), kh, kw}, f32, tag::any);
-      plan.has_bias = c.bias.defined();
-      const memory::desc bias_desc = plan.has_bias ? memory::desc({out}, f32, tag::a) : memory::desc();
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (relu) {
-        dnnl::post_ops ops;
-        ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
-        attr.set_post_ops(ops);
-      }
-      const memory::dims stride{c.stride, c.stride}, padding{c.padding, c.padding};
-      const dnnl::convolution_forward::desc desc(
-          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, plan.src_desc,
-          any_weights, bias_desc, plan.dst_desc, stride, padding, padding);
-      const dnnl::convolution_forward::primitive_desc pd(desc, attr, engine());
-      plan.primitive = dnnl::convolution_forward(pd);
-      plan.scratchpad_desc = pd.scratchpad_desc();
-      plan.scratchpad_bytes = plan.scratchpad_desc.get_size();
-      // The weights, once, in the primitive's layout (owned by a tensor of the right size).
-      auto source_weights = c.weight.contiguous(torch::MemoryFormat::ChannelsLast);
-      plan.weights_storage = torch::empty({static_cast<int64_t>(pd.weights_desc().get_size() / sizeof(float)) + 1},
-                                          torch::kFloat32);
-      plan.weights = memory(pd.weights_desc(), engine(), plan.weights_storage.data_ptr());
-      memory given(given_weights, engine(), source_weights.data_ptr());
-      dnnl::stream stream(engine());
-      dnnl::reorder(given, plan.weights).execute(stream, given, plan.weights);
-      stream.wait();
-      if (plan.has_bias) {
-        plan.bias_storage = c.bias.to(torch::kFloat32).contiguous().clone();
-        plan.bias = memory(bias_desc, engine(), plan.bias_storage.data_ptr());
-      }
-      plan.usable = true;
-    } catch (const dnnl::error&) {
-      plan.usable = false;  // LibTorch's convolution runs this shape instead
-    }
+  static std::shared_ptr<const Plan> make(const Convolution& c, const detail::ConvolutionShape& shape) {
+    auto plan = std::make_shared<Plan>();
+    plan->source_weight = c.weight;
+    plan->source_bias = c.bias;
+    const auto weights = c.weight.contiguous(torch::MemoryFormat::ChannelsLast);  // ohwi
+    const auto bias = c.bias.defined() ? c.bias.to(torch::kFloat32).contiguous() : torch::Tensor();
+    plan->convolution = detail::OneDnnConvolution::make(
+        shape, weights.data_ptr<float>(), bias.defined() ? bias.data_ptr<float>() : nullptr);
     return plan;
   }
 

@@ -1,9 +1,9 @@
 #pragma once
-// The inference graph's convolutions on oneDNN directly, for the LibTorch that links the system's
-// oneDNN (Debian's): one primitive per input shape, made at first use with the weights reordered
-// into the layout the primitive chose, then only executed. LibTorch's mkldnn_convolution builds
-// the primitive description and reorders the weights at every call, which at batch 1 costs more
-// than the arithmetic of a small layer (docs/benchmarks.md, "Inference").
+// The inference graph's convolutions on the system's oneDNN directly (onednn_primitive.hpp): one
+// primitive per input shape, made at first use with the weights reordered into the layout the
+// primitive chose, then only executed. LibTorch's mkldnn_convolution builds (or looks up) the
+// primitive and reorders the weights at every call, which at batch 1 costs more than the
+// arithmetic of a small layer (docs/benchmarks.md, "Inference").
 #include <torch/types.h>
 
 #include <memory>
