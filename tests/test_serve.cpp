@@ -4,11 +4,13 @@
 // OpenCV's DNN module.
 #include <catch2/catch.hpp>
 #include <torch/csrc/jit/serialization/import.h>
+#include <omp.h>
 #include <torch/torch.h>
 
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <thread>
 
 #include "sedensenet/data/image.hpp"
@@ -178,6 +180,39 @@ TEST_CASE("The graph's own oneDNN convolutions match LibTorch's and follow weigh
     CHECK(max_abs(graph.forward(x), changed) > 1e-3);
   }
 }
+
+#if defined(SEDENSENET_EXPECT_ONEDNN)
+TEST_CASE("The system's oneDNN shares LibTorch's OpenMP runtime: one runtime in the process",
+          "[serve]") {
+  // The plans' oneDNN (libdnnl.so.2) and LibTorch both load GNU OpenMP as libgomp.so.1 (PyPI's
+  // LibTorch ships its own copy under that soname): a second runtime would run a second thread
+  // pool beside LibTorch's. The files mapped into this process say which were loaded.
+  auto net = make_model(DenseNetOptions::densenet_bc(10, 4).num_classes(3), 16);
+  serve::InferenceGraph::lower(net).forward(torch::randn({1, 3, 16, 16}));
+  std::ifstream maps("/proc/self/maps");
+  REQUIRE(maps);
+  std::set<std::string> runtimes, dnnl;
+  for (std::string line; std::getline(maps, line);) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    const std::string name = fs::path(path).filename().string();
+    if (name.rfind("libgomp", 0) == 0 || name.rfind("libiomp", 0) == 0 || name.rfind("libomp", 0) == 0) {
+      runtimes.insert(path);
+    }
+    if (name.rfind("libdnnl", 0) == 0) dnnl.insert(path);
+  }
+  INFO("OpenMP runtimes mapped: " << runtimes.size());
+  for (const auto& r : runtimes) UNSCOPED_INFO(r);
+  CHECK(runtimes.size() == 1);
+  CHECK(dnnl.size() == 1);
+  // oneDNN takes its thread count from that runtime, which LibTorch's setting governs.
+  const int before = torch::get_num_threads();
+  torch::set_num_threads(1);
+  CHECK(omp_get_max_threads() == 1);
+  torch::set_num_threads(before);
+}
+#endif
 
 TEST_CASE("The graph's oneDNN plans stay bounded and correct when threads feed it many input sizes",
           "[serve][threads]") {
