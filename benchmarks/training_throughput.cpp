@@ -5,7 +5,7 @@
 // line: the machine's measured float32 GEMM peak (same run, same threads), the FLOPs of a training
 // step, and the fraction of that peak each implementation reaches.
 //
-//   training_throughput [--data DIR] [--preset densenet_bc_22_k12] [--image-size 28]
+//   training_throughput [--data DIR] [--preset densenet_bc_22_k12] [--memory standard] [--image-size 28]
 //                       [--batch 64] [--images 6400] [--workers 2] [--threads 0] [--rounds 3]
 //                       [--csv FILE]
 #include <sedensenet/sedensenet.hpp>
@@ -52,6 +52,7 @@ double measure_gemm_gflops() {
 int main(int argc, char** argv) {
   CLI::App app{"Training throughput against a PyTorch + torchvision DataLoader loop"};
   std::string data_dir, preset = "densenet_bc_22_k12", csv_path = "training_throughput.csv";
+  std::string memory = "standard";
   int64_t image_size = 28, batch = 64, images = 6400, workers = 2, warmup_batches = 10;
   int threads = 0;
   bool skip_pytorch = false;
@@ -59,6 +60,7 @@ int main(int argc, char** argv) {
   std::string child;
   app.add_option("--data", data_dir, "image folder with train/ (default: Fashion-MNIST)");
   app.add_option("--preset", preset, "architecture");
+  app.add_option("--memory", memory, "SEDenseNet's dense layers: standard, efficient, shared, ...");
   app.add_option("--image-size", image_size, "input size");
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--images", images, "training images measured (after warm-up)")->check(CLI::PositiveNumber);
@@ -91,8 +93,9 @@ int main(int argc, char** argv) {
       sedensenet::set_fused_batch_norm(fused);
       data::ImageLoader loader(train_set, transform,
                                data::LoaderOptions().batch_size(batch).workers(workers).seed(1));
-      auto model_options = sedensenet::DenseNetOptions::preset(preset).num_classes(
-          static_cast<int64_t>(splits.train.classes().size()));
+      auto model_options = sedensenet::DenseNetOptions::preset(preset)
+                               .num_classes(static_cast<int64_t>(splits.train.classes().size()))
+                               .memory(sedensenet::memory_mode_from_string(memory));
       torch::manual_seed(0);
       sedensenet::DenseNet net(model_options);
       sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads));
@@ -132,10 +135,10 @@ int main(int argc, char** argv) {
     const std::string self = std::filesystem::canonical("/proc/self/exe").string();
     auto measure_ours_fresh = [&](bool fused) {
       return bench::run_fresh(fmt::format(
-                                  "{} --child {} --data {} --preset {} --image-size {} --batch {} "
-                                  "--images {} --warmup-batches {} --workers {} --threads {}",
-                                  self, fused ? "fused" : "unfused", data_dir, preset, image_size,
-                                  batch, images, warmup_batches, workers, threads))
+                                  "{} --child {} --data {} --preset {} --memory {} --image-size {} "
+                                  "--batch {} --images {} --warmup-batches {} --workers {} --threads {}",
+                                  self, fused ? "fused" : "unfused", data_dir, preset, memory,
+                                  image_size, batch, images, warmup_batches, workers, threads))
           .at(0);
     };
     const std::string unfused = "sedensenet (LibTorch BN + ReLU)";
