@@ -9,10 +9,16 @@ CUDA both sides read the caching allocator's statistics (allocated and reserved 
   python3 pytorch_efficient_memory.py --configs densenet_bc:100:64:32,densenet121:121:8:224 \
       --threads 2 --warmup 1 --steps 5 --probe build/benchmarks/libsedensenet_memory_probe.so \
       --csv out.csv
+
+With --child MODE (standard or checkpoint), it measures the first configuration in that mode only
+and prints one line, "RESULT tensor_peak_mb step_s rss_growth_mb reserved_mb", as
+`efficient_memory --child` does: memory_modes runs both in fresh processes side by side. RSS growth
+is the peak resident set over what the process held before the model was built (torch loaded).
 """
 import argparse
 import ctypes
 import os
+import resource
 import statistics
 import sys
 import time
@@ -79,6 +85,8 @@ def main():
     parser.add_argument("--csv", required=True)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast")
+    parser.add_argument("--child", choices=("standard", "checkpoint"),
+                        help="measure the first configuration in this mode only; print RESULT")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -90,6 +98,17 @@ def main():
         probe.sedensenet_probe_current.restype = ctypes.c_int64
         probe.sedensenet_probe_install()
     precision = "bf16" if args.bf16 else "fp32"
+
+    if args.child:
+        def max_rss_mb():
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+        rss_before = max_rss_mb()
+        model, depth, batch, size = args.configs.split(",")[0].split(":")
+        peak, reserved, step = measure(model, int(depth), int(batch), int(size),
+                                       args.child == "checkpoint", args.warmup, args.steps, probe,
+                                       device, args.bf16)
+        print("RESULT %.1f %.4f %.1f %.1f" % (peak, step, max_rss_mb() - rss_before, reserved))
+        return
 
     with open(args.csv, "w") as out:
         out.write("impl,model,depth,batch,size,device,precision,mode,peak_mb,reserved_mb,step_s,img_per_s\n")
