@@ -61,10 +61,13 @@ TEST_CASE("batch_norm_relu matches PyTorch's BatchNorm2d + ReLU: output, gradien
   FusedGuard guard;
   set_fused_batch_norm(true);
   // Shapes with and without a remainder after the 8-wide vector loop, one image, one channel.
+  // Channels-last: full blocks of 16 channels and a partial one (24, 40), a partial one alone (5,
+  // 3), exactly one (16); with one channel the tensor is also NCHW and takes that path.
   auto [n, c, h, w] = GENERATE(table<int64_t, int64_t, int64_t, int64_t>(
-      {{8, 24, 28, 28}, {4, 5, 7, 7}, {3, 16, 8, 8}, {1, 3, 5, 3}, {16, 1, 2, 2}}));
+      {{8, 24, 28, 28}, {4, 5, 7, 7}, {3, 16, 8, 8}, {1, 3, 5, 3}, {16, 1, 2, 2}, {2, 40, 6, 5}}));
   const double momentum = GENERATE(0.1, -1.0);  // -1: None, the cumulative moving average
-  CAPTURE(n, c, h, w, momentum);
+  const bool channels_last = GENERATE(false, true);
+  CAPTURE(n, c, h, w, momentum, channels_last);
 
   torch::manual_seed(7);
   test::TensorBundle in{{"x1", torch::randn({n, c, h, w}) * 2 + 0.3},
@@ -80,13 +83,19 @@ TEST_CASE("batch_norm_relu matches PyTorch's BatchNorm2d + ReLU: output, gradien
                    (dir / "in").string() + " " + (dir / "out").string());
   auto ref = test::load_bundle(dir / "out");
 
-  REQUIRE(uses_fused_batch_norm(in["x1"], *norm));
-  auto step = train_step(norm, in["x1"], in["g1"]);
+  const auto format = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+  const auto x1 = in["x1"].contiguous(format), x2 = in["x2"].contiguous(format);
+  REQUIRE(uses_fused_batch_norm(x1, *norm));
+  auto step = train_step(norm, x1, in["g1"].contiguous(format));
   torch::Tensor y2;
   {
     torch::NoGradGuard no_grad;
-    y2 = batch_norm_relu(in["x2"], *norm);
+    y2 = batch_norm_relu(x2, *norm);
   }
+  // The output and the input gradient keep the input's layout.
+  CHECK(step.y.is_contiguous(format));
+  CHECK(step.dx.is_contiguous(format));
+  CHECK(y2.is_contiguous(format));
   CHECK_THAT(step.y, AllClose(ref["y1"], 1e-5, 1e-5));
   CHECK_THAT(step.dx, AllClose(ref["dx1"], 1e-4, 1e-5));
   CHECK_THAT(step.dweight, AllClose(ref["dweight"], 1e-4, 1e-4));
@@ -138,6 +147,60 @@ TEST_CASE("batch_norm_relu gives the same bits on 1 and 2 threads", "[batch_norm
   CHECK_THAT(one.dx, Equals(two.dx));
   CHECK_THAT(one.dweight, Equals(two.dweight));
   CHECK_THAT(one_norm->running_var, Equals(two_norm->running_var));
+}
+
+TEST_CASE("batch_norm_relu on channels-last maps: NCHW's results, any thread count, slices read in "
+          "place",
+          "[batch_norm_relu]") {
+  FusedGuard guard;
+  set_fused_batch_norm(true);
+  torch::manual_seed(21);
+  // A channels-last buffer of 40 channels; the layer reads channels 8 to 33 (a slice: rows 40 apart).
+  const auto buffer = (torch::randn({6, 40, 9, 7}) * 2 - 0.3).contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto slice = buffer.narrow(1, 8, 26);
+  REQUIRE(sedensenet::detail::channels_last_rows_layout(slice));
+  const auto dense = slice.contiguous(torch::MemoryFormat::ChannelsLast);
+  const auto nchw = slice.contiguous();
+  const auto g = torch::randn({6, 26, 9, 7});
+  auto norm_slice = make_norm(26, 0.1, 8), norm_dense = make_norm(26, 0.1, 8), norm_nchw = make_norm(26, 0.1, 8);
+  const auto a = train_step(norm_slice, slice, g);
+  const auto b = train_step(norm_dense, dense, g);
+  const auto c = train_step(norm_nchw, nchw, g);
+  // The slice and its copy: the same kernel in the same order, so the same bits.
+  CHECK_THAT(a.y, Equals(b.y));
+  CHECK_THAT(a.dx, Equals(b.dx));
+  CHECK_THAT(a.dweight, Equals(b.dweight));
+  CHECK_THAT(norm_slice->running_var, Equals(norm_dense->running_var));
+  // Against the NCHW kernels: the same function, summed in another order.
+  CHECK_THAT(b.y, AllClose(c.y, 1e-5, 1e-6));
+  CHECK_THAT(b.dx, AllClose(c.dx, 1e-4, 1e-6));
+  CHECK_THAT(b.dweight, AllClose(c.dweight, 1e-4, 1e-5));
+  CHECK_THAT(b.dbias, AllClose(c.dbias, 1e-5, 1e-5));
+  CHECK_THAT(norm_dense->running_mean, AllClose(norm_nchw->running_mean, 1e-5, 1e-7));
+  CHECK_THAT(norm_dense->running_var, AllClose(norm_nchw->running_var, 1e-5, 1e-7));
+  // One and two threads: the same bits.
+  at::set_num_threads(1);
+  auto norm_one = make_norm(26, 0.1, 8);
+  const auto one = train_step(norm_one, dense, g);
+  at::set_num_threads(2);
+  CHECK_THAT(one.y, Equals(b.y));
+  CHECK_THAT(one.dx, Equals(b.dx));
+  CHECK_THAT(one.dweight, Equals(b.dweight));
+  // The recomputation (efficient layers) gives the forward's output bit for bit, also for a slice.
+  const auto forward = sedensenet::detail::fused_norm_relu_forward(slice, norm_slice->weight, norm_slice->bias, 1e-5);
+  CHECK_THAT(sedensenet::detail::fused_norm_relu_recompute(slice, norm_slice->weight, norm_slice->bias,
+                                               forward.mean, forward.invstd),
+             Equals(forward.output));
+  // Accumulating the input gradient into a channels-last slice of a gradient buffer.
+  auto grad_buffer = torch::ones_like(buffer);
+  const auto grad_slice = grad_buffer.narrow(1, 8, 26);
+  const auto [none, dw, db] = sedensenet::detail::fused_norm_relu_backward(
+      g, slice, norm_slice->weight, norm_slice->bias, forward.mean, forward.invstd, true, grad_slice);
+  CHECK_FALSE(none.defined());
+  const auto [dx, dw2, db2] = sedensenet::detail::fused_norm_relu_backward(
+      g, slice, norm_slice->weight, norm_slice->bias, forward.mean, forward.invstd, true);
+  CHECK_THAT(grad_slice, AllClose(dx + 1, 1e-6, 1e-6));
+  CHECK_THAT(grad_buffer.narrow(1, 0, 8), Equals(torch::ones({6, 8, 9, 7})));
 }
 
 TEST_CASE("batch_norm_relu: parameters only, input only, and a non-contiguous gradient",

@@ -14,6 +14,8 @@
 
 #include <ATen/Parallel.h>
 
+#include "batch_norm_relu_math.hpp"
+
 #include <cmath>
 #include <array>
 #include <cstdint>
@@ -31,14 +33,6 @@ namespace sedensenet::detail {
 #endif
 
 namespace {
-
-// The per-channel scale and shift of the normalisation, computed the same way in forward and
-// backward (the backward recomputes the ReLU mask from them).
-std::pair<float, float> affine_of(const float* w, const float* b, int64_t ch, float mean,
-                                         float invstd) {
-  const double wv = w[ch];
-  return {static_cast<float>(wv * invstd), static_cast<float>(b[ch] - mean * wv * invstd)};
-}
 
 #if SEDENSENET_HAVE_VECTOR_EXTENSIONS
 // Eight floats as one value (GCC/Clang vector extensions: one AVX register, two SSE or NEON
@@ -63,9 +57,7 @@ SEDENSENET_SIMD_INLINE float8 keep_where_positive(float8 g, float8 z) {
 SEDENSENET_SIMD_INLINE float8 preactivation(float8 x, float8 scale, float8 shift) {
   return x * scale + shift;
 }
-SEDENSENET_SIMD_INLINE float preactivation(float x, float scale, float shift) {
-  return x * scale + shift;
-}
+using detail::preactivation;  // the scalar one (batch_norm_relu_math.hpp)
 SEDENSENET_SIMD_INLINE double sum8(float8 v) {
   double total = 0.0;
   for (int64_t j = 0; j < kWidth; ++j) total += v[j];
@@ -333,13 +325,66 @@ std::pair<torch::Tensor, ChannelLayout> kernel_input(const torch::Tensor& input)
   if (!x.is_contiguous()) layout.x_batch = x.stride(0);
   return {x, layout};
 }
+
+/// The gradient the backward adds to must be laid out as the input it reads.
+void check_accumulation_target(const torch::Tensor& accumulate_into, const torch::Tensor& x) {
+  TORCH_CHECK(accumulate_into.sizes() == x.sizes() && accumulate_into.strides() == x.strides() &&
+                  accumulate_into.scalar_type() == torch::kFloat32,
+              "fused_norm_relu_backward: the gradient to accumulate into must have the input's "
+              "sizes and strides, got ", accumulate_into.sizes(), " / ", accumulate_into.strides(),
+              " for ", x.sizes(), " / ", x.strides());
+}
+
+/// The channels-last kernels' view of x (`channels_last_rows_layout`), read in place.
+RowLayout row_layout(const torch::Tensor& x) {
+  return {x.size(0) * x.size(2) * x.size(3), x.size(1), x.stride(3)};
+}
+torch::Tensor empty_channels_last(const torch::Tensor& like) {
+  return torch::empty(like.sizes(), like.options().memory_format(torch::MemoryFormat::ChannelsLast));
+}
+
+/// fused_norm_relu_backward for a channels-last x (w, b, m, is contiguous).
+std::array<torch::Tensor, 3> rows_backward(const torch::Tensor& grad_output, torch::Tensor x,
+                                           const torch::Tensor& w, const torch::Tensor& b,
+                                           const torch::Tensor& m, const torch::Tensor& is,
+                                           bool need_input_grad, const torch::Tensor& accumulate_into) {
+  const auto dy = grad_output.contiguous(torch::MemoryFormat::ChannelsLast);
+  const bool accumulate = need_input_grad && accumulate_into.defined();
+  if (accumulate) {
+    check_accumulation_target(accumulate_into, x);
+  }
+  torch::Tensor dx;
+  if (need_input_grad && !accumulate) {
+    // dx is a channels-last tensor of its own; a slice x is read as a copy with the same layout.
+    if (x.stride(3) != x.size(1)) x = x.contiguous(torch::MemoryFormat::ChannelsLast);
+    dx = empty_channels_last(x);
+  }
+  auto l = row_layout(x);
+  l.accumulate_dx = accumulate;
+  auto dw = torch::empty_like(w);
+  auto db = torch::empty_like(b);
+  float* dx_data = accumulate ? accumulate_into.data_ptr<float>() : (dx.defined() ? dx.data_ptr<float>() : nullptr);
+  batch_norm_relu_backward_rows(dy.data_ptr<float>(), x.data_ptr<float>(), w.data_ptr<float>(),
+                                b.data_ptr<float>(), m.data_ptr<float>(), is.data_ptr<float>(),
+                                dx_data, dw.data_ptr<float>(), db.data_ptr<float>(), l);
+  return {dx, dw, db};
+}
 }  // namespace
 
 FusedNormReLU fused_norm_relu_forward(const torch::Tensor& input, const torch::Tensor& weight,
                                       const torch::Tensor& bias, double eps) {
-  const auto [x, layout] = kernel_input(input);
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
+  if (channels_last_rows_layout(input)) {
+    const auto l = row_layout(input);
+    auto y = empty_channels_last(input);
+    auto stats = torch::empty({3, l.c}, input.options().requires_grad(false));
+    float* s = stats.data_ptr<float>();
+    batch_norm_relu_forward_rows(input.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
+                                 y.data_ptr<float>(), s, s + l.c, s + 2 * l.c, l, eps);
+    return {y, stats[0], stats[1], stats[2]};
+  }
+  const auto [x, layout] = kernel_input(input);
   auto y = torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::Contiguous));
   auto stats = torch::empty({3, layout.c}, x.options().requires_grad(false));
   float* s = stats.data_ptr<float>();
@@ -352,11 +397,18 @@ FusedNormReLU fused_norm_relu_forward(const torch::Tensor& input, const torch::T
 torch::Tensor fused_norm_relu_recompute(const torch::Tensor& input, const torch::Tensor& weight,
                                         const torch::Tensor& bias, const torch::Tensor& mean,
                                         const torch::Tensor& invstd) {
-  const auto [x, layout] = kernel_input(input);
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   const auto m = mean.contiguous();
   const auto is = invstd.contiguous();
+  if (channels_last_rows_layout(input)) {
+    auto y = empty_channels_last(input);
+    batch_norm_relu_apply_rows(input.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
+                               m.data_ptr<float>(), is.data_ptr<float>(), y.data_ptr<float>(),
+                               row_layout(input));
+    return y;
+  }
+  const auto [x, layout] = kernel_input(input);
   auto y = torch::empty(x.sizes(), x.options().memory_format(torch::MemoryFormat::Contiguous));
   batch_norm_relu_apply_cpu(x.data_ptr<float>(), w.data_ptr<float>(), b.data_ptr<float>(),
                             m.data_ptr<float>(), is.data_ptr<float>(), y.data_ptr<float>(),
@@ -368,19 +420,18 @@ std::array<torch::Tensor, 3> fused_norm_relu_backward(
     const torch::Tensor& grad_output, const torch::Tensor& input, const torch::Tensor& weight,
     const torch::Tensor& bias, const torch::Tensor& mean, const torch::Tensor& invstd,
     bool need_input_grad, const torch::Tensor& accumulate_into) {
-  auto [x, layout] = kernel_input(input);
   const auto w = weight.contiguous();
   const auto b = bias.contiguous();
   const auto m = mean.contiguous();
   const auto is = invstd.contiguous();
-  const auto dy = grad_output.contiguous();
   const bool accumulate = need_input_grad && accumulate_into.defined();
+  if (channels_last_rows_layout(input)) {
+    return rows_backward(grad_output, input, w, b, m, is, need_input_grad, accumulate_into);
+  }
+  auto [x, layout] = kernel_input(input);
+  const auto dy = grad_output.contiguous();
   if (accumulate) {
-    TORCH_CHECK(accumulate_into.sizes() == x.sizes() && accumulate_into.strides() == x.strides() &&
-                    accumulate_into.scalar_type() == torch::kFloat32,
-                "fused_norm_relu_backward: the gradient to accumulate into must have the input's "
-                "sizes and strides, got ", accumulate_into.sizes(), " / ", accumulate_into.strides(),
-                " for ", x.sizes(), " / ", x.strides());
+    check_accumulation_target(accumulate_into, x);
     layout.accumulate_dx = true;
   }
   auto dx = need_input_grad && !accumulate

@@ -50,6 +50,16 @@ struct ChannelLayout {
   int64_t y_offset(int64_t sample, int64_t ch) const { return (sample * c + ch) * hw; }
 };
 
+/// Where a channels-last (N, C, H, W) float32 tensor's values are: each of the rows = N x H x W
+/// positions holds its C values next to each other, row r of x starting at r * x_row (x_row = c
+/// for a channels-last tensor, more for a channel slice of a wider one); y and dy have x_row = c;
+/// dx has x's. `accumulate_dx`: the backward adds to dx instead of writing.
+struct RowLayout {
+  int64_t rows, c;
+  int64_t x_row;
+  bool accumulate_dx = false;
+};
+
 /// Fused kernels, compiled in the library (src/nn/batch_norm_relu.cpp, with OpenMP and an AVX2
 /// variant chosen at run time). x, y, dy, dx: contiguous (N, C, H, W) float32; w, b: (C).
 ///
@@ -68,6 +78,16 @@ void batch_norm_relu_apply_cpu(const float* x, const float* w, const float* b, c
 void batch_norm_relu_backward_cpu(const float* dy, const float* x, const float* w,
                                   const float* b, const float* mean, const float* invstd,
                                   float* dx, float* dw, float* db, const ChannelLayout& l);
+/// The same three kernels for channels-last tensors (src/nn/batch_norm_relu_rows.cpp): the same
+/// two-pass statistics and pre-activation arithmetic, whole rows in chunks of 128 rows per task.
+void batch_norm_relu_forward_rows(const float* x, const float* w, const float* b, float* y,
+                                  float* mean, float* invstd, float* var, const RowLayout& l,
+                                  double eps);
+void batch_norm_relu_apply_rows(const float* x, const float* w, const float* b, const float* mean,
+                                const float* invstd, float* y, const RowLayout& l);
+void batch_norm_relu_backward_rows(const float* dy, const float* x, const float* w, const float* b,
+                                   const float* mean, const float* invstd, float* dx, float* dw,
+                                   float* db, const RowLayout& l);
 /// False where the library was built without the kernels (a compiler without GCC/Clang vector
 /// extensions): `batch_norm_relu` then uses LibTorch's ops.
 bool batch_norm_relu_kernels_available();
@@ -81,6 +101,15 @@ inline ChannelLayout channel_layout(const torch::Tensor& x) {
 inline bool channel_slice_layout(const torch::Tensor& x) {
   return x.dim() == 4 && x.stride(3) == 1 && x.stride(2) == x.size(3) &&
          x.stride(1) == x.size(2) * x.size(3) && x.stride(0) >= x.size(1) * x.stride(1);
+}
+
+/// Whether x is channels-last, or a channel slice of a channels-last tensor, and not also in the
+/// NCHW layout `channel_slice_layout` takes (which wins where both hold: C or H x W of 1).
+inline bool channels_last_rows_layout(const torch::Tensor& x) {
+  if (x.dim() != 4 || channel_slice_layout(x)) return false;
+  const int64_t row = x.stride(3);
+  return x.stride(1) == 1 && row >= x.size(1) && x.stride(2) == x.size(3) * row &&
+         x.stride(0) == x.size(2) * x.size(3) * row;
 }
 
 /// One fused training-mode forward: the output and the per-channel batch statistics, (C) each.
