@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Training throughput against a PyTorch + torchvision DataLoader loop"};
   std::string data_dir, preset = "densenet_bc_22_k12", csv_path = "training_throughput.csv";
   std::string memory = "standard";
+  bool nchw = false;
   int64_t image_size = 28, batch = 64, images = 6400, workers = 2, warmup_batches = 10;
   int threads = 0;
   bool skip_pytorch = false;
@@ -61,6 +62,7 @@ int main(int argc, char** argv) {
   app.add_option("--data", data_dir, "image folder with train/ (default: Fashion-MNIST)");
   app.add_option("--preset", preset, "architecture");
   app.add_option("--memory", memory, "SEDenseNet's dense layers: standard, efficient, shared, ...");
+  app.add_flag("--nchw", nchw, "(internal, with --child) SEDenseNet on NCHW maps (TrainerOptions::channels_last off)");
   app.add_option("--image-size", image_size, "input size");
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--images", images, "training images measured (after warm-up)")->check(CLI::PositiveNumber);
@@ -98,7 +100,7 @@ int main(int argc, char** argv) {
                                .memory(sedensenet::memory_mode_from_string(memory));
       torch::manual_seed(0);
       sedensenet::DenseNet net(model_options);
-      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads));
+      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads).channels_last(!nchw));
       std::chrono::steady_clock::time_point start;
       int64_t timed_images = 0;
       trainer.on_batch_end([&](const sedensenet::BatchEvent& e) {
@@ -133,16 +135,21 @@ int main(int argc, char** argv) {
     // and thread pools are grown), in a rotated order each round (the machine's speed drifts by
     // 10% or more over minutes); medians over rounds.
     const std::string self = std::filesystem::canonical("/proc/self/exe").string();
-    auto measure_ours_fresh = [&](bool fused) {
+    auto measure_ours_fresh = [&](const std::string& child_args) {
       return bench::run_fresh(fmt::format(
-                                  "{} --child {} --data {} --preset {} --memory {} --image-size {} "
+                                  "{} {} --data {} --preset {} --memory {} --image-size {} "
                                   "--batch {} --images {} --warmup-batches {} --workers {} --threads {}",
-                                  self, fused ? "fused" : "unfused", data_dir, preset, memory,
-                                  image_size, batch, images, warmup_batches, workers, threads))
+                                  self, child_args, data_dir, preset, memory, image_size, batch,
+                                  images, warmup_batches, workers, threads))
           .at(0);
     };
-    const std::string unfused = "sedensenet (LibTorch BN + ReLU)";
-    std::vector<std::string> names = {"sedensenet", unfused};
+    // Ours as shipped, then its ablations: the row's name and the child's arguments.
+    const std::map<std::string, std::string> ours_rows = {
+        {"sedensenet", "--child fused"},
+        {"sedensenet (NCHW maps)", "--child fused --nchw"},
+        {"sedensenet (LibTorch BN + ReLU)", "--child unfused"}};
+    std::vector<std::string> names = {"sedensenet", "sedensenet (NCHW maps)",
+                                      "sedensenet (LibTorch BN + ReLU)"};
     if (!skip_pytorch) {
       names.insert(names.end(), {"pytorch", "pytorch (same malloc settings)"});
     }
@@ -150,9 +157,9 @@ int main(int argc, char** argv) {
     for (int round = 0; round < rounds; ++round) {
       for (size_t i = 0; i < names.size(); ++i) {
         const auto& name = names[(i + static_cast<size_t>(round)) % names.size()];
-        const double rate = name == "sedensenet" ? measure_ours_fresh(true)
-                            : name == unfused    ? measure_ours_fresh(false)
-                                                 : measure_pytorch(name != "pytorch");
+        const auto ours_row = ours_rows.find(name);
+        const double rate = ours_row != ours_rows.end() ? measure_ours_fresh(ours_row->second)
+                                                        : measure_pytorch(name != "pytorch");
         rates[name].push_back(rate);
         fmt::print("round {}: {:<32} {:.0f} images/s\n", round + 1, name, rate);
         std::fflush(stdout);

@@ -91,6 +91,47 @@ TEST_CASE("Trainer learns a small synthetic task far above chance", "[trainer]")
   CHECK(last.train_images == 512);
 }
 
+TEST_CASE("On the CPU a standard-mode DenseNet trains on channels-last maps, as NCHW does",
+          "[trainer][channels_last]") {
+  // Channels-last changes the layout, not the function: two epochs on channels-last and on NCHW
+  // maps end with the same weights up to float rounding (other summation orders in oneDNN and in
+  // the batch norm kernels).
+  const auto task = quadrant_task(128, 31);
+  const torch::Tensor& train_x = task.first;
+  const torch::Tensor& train_y = task.second;
+  auto train_for = [&](bool channels_last, MemoryMode memory) {
+    torch::manual_seed(5);
+    auto net = DenseNet(DenseNetOptions::densenet_bc(10, 4).num_classes(4).memory(memory));
+    TensorSource train(train_x, train_y, 32, true, 3);
+    Trainer trainer(net, TrainerOptions::recommended().epochs(2).threads(2).channels_last(channels_last));
+    auto result = trainer.fit(train);
+    return std::make_tuple(net, result.history.epochs().back().train_loss);
+  };
+  auto [cl, cl_loss] = train_for(true, MemoryMode::standard);
+  auto [nchw, nchw_loss] = train_for(false, MemoryMode::standard);
+  CHECK(cl->memory_format() == torch::MemoryFormat::ChannelsLast);
+  CHECK(nchw->memory_format() == torch::MemoryFormat::Contiguous);
+  const torch::Tensor conv2 = cl->named_parameters()["features.denseblock1.denselayer1.conv2.weight"];
+  CHECK(conv2.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  CHECK_FALSE(conv2.is_contiguous());
+  CHECK(cl_loss == Approx(nchw_loss).epsilon(1e-4));
+  auto reference = nchw->named_parameters();
+  for (const auto& p : cl->named_parameters()) {
+    INFO(p.key());
+    CHECK(torch::allclose(p.value(), reference[p.key()], 1e-3, 1e-4));
+  }
+  // The efficient modes keep their NCHW block buffers: the model is left as it is.
+  auto [efficient, efficient_loss] = train_for(true, MemoryMode::efficient);
+  CHECK(efficient->memory_format() == torch::MemoryFormat::Contiguous);
+  CHECK(efficient_loss == Approx(nchw_loss).epsilon(1e-4));
+  // forward gives its input the model's layout, so NCHW images work on a channels-last model.
+  torch::NoGradGuard no_grad;
+  cl->eval();
+  const auto x = train_x.narrow(0, 0, 8);
+  const auto logits = cl->forward(x);
+  CHECK(torch::allclose(logits, cl->forward(x.contiguous(torch::MemoryFormat::ChannelsLast))));
+}
+
 TEST_CASE("The model ends with the weights of the best test accuracy", "[trainer][best]") {
   auto [train_x, train_y] = quadrant_task(256, 4);
   auto [test_x, test_y] = quadrant_task(128, 5);

@@ -148,10 +148,22 @@ void DenseNetImpl::reset() {
 torch::Tensor DenseNetImpl::forward(const torch::Tensor& x) {
   TORCH_CHECK(x.dim() == 4 && x.size(1) == 3, "DenseNet expects images (N, 3, H, W), got ",
               x.sizes());
-  auto out = features->forward(x);
+  auto out = features->forward(memory_format_ == torch::MemoryFormat::Contiguous
+                                   ? x
+                                   : x.contiguous(memory_format_));
   out = torch::relu_(out);
   out = torch::adaptive_avg_pool2d(out, {1, 1}).flatten(1);
   return classifier->forward(out);
+}
+
+void DenseNetImpl::set_memory_format(torch::MemoryFormat format) {
+  TORCH_CHECK(format == torch::MemoryFormat::Contiguous || format == torch::MemoryFormat::ChannelsLast,
+              "DenseNet::set_memory_format: Contiguous or ChannelsLast, got ", format);
+  torch::NoGradGuard no_grad;
+  for (auto& p : parameters()) {
+    if (p.dim() == 4) p.set_data(p.contiguous(format));
+  }
+  memory_format_ = format;
 }
 
 void DenseNetImpl::set_memory(MemoryMode mode) {

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "sedensenet/io/files.hpp"
+#include "sedensenet/nn/densenet.hpp"
 #include "sedensenet/train/optimizer_factory.hpp"
 #include "sedensenet/train/optimizer_state.hpp"
 #include "sedensenet/train/run_folder.hpp"
@@ -45,6 +46,13 @@ Trainer::Trainer(std::shared_ptr<torch::nn::Module> module, Forward forward, Tra
               options_.device(), "' requested but CUDA is not available in this build/machine");
   set_num_threads(options_.threads());
   module_->to(device_);
+  // Channels-last maps on the CPU for the library's own network in the standard memory mode (the
+  // other modes keep their NCHW block buffers): before the optimizer sees the parameters.
+  if (auto* net = dynamic_cast<DenseNetImpl*>(module_.get());
+      net != nullptr && options_.channels_last() && device_.is_cpu() &&
+      net->options.memory() == MemoryMode::standard) {
+    net->set_memory_format(torch::MemoryFormat::ChannelsLast);
+  }
   optimizer_ = make_optimizer(module_->parameters(), options_);
 }
 

@@ -107,6 +107,15 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryCon
   /// the next forward. Also updates `options.memory()`.
   void set_memory(MemoryMode mode) override;
 
+  /// Lays the convolution weights out in `format` (ChannelsLast or Contiguous) and makes `forward`
+  /// give its input that layout too, so the activations follow. On the CPU, channels-last maps
+  /// spare oneDNN the conversion to and from its blocked layout at every convolution
+  /// (docs/benchmarks.md, "Training throughput"); the values are the same either way. Set it before
+  /// creating the optimizer (the parameters are replaced in place, their gradients dropped).
+  void set_memory_format(torch::MemoryFormat format);
+  /// The layout `forward` runs in (Contiguous unless set).
+  torch::MemoryFormat memory_format() const { return memory_format_; }
+
   /// Channels entering the classifier.
   int64_t num_features() const { return num_features_; }
 
@@ -123,6 +132,7 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryCon
  private:
   BlockBuilder builder_;
   std::string blocks_;
+  torch::MemoryFormat memory_format_ = torch::MemoryFormat::Contiguous;
   int64_t num_features_ = 0;
 };
 TORCH_MODULE(DenseNet);

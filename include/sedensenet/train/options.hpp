@@ -153,6 +153,10 @@ struct TrainerOptions {
   TORCH_ARG(int, threads) = 0;
   /// bfloat16 autocast for the forward pass (CUDA only).
   TORCH_ARG(bool, bf16) = false;
+  /// On the CPU, a `DenseNet` in the standard memory mode trains on channels-last maps
+  /// (`DenseNetImpl::set_memory_format`): oneDNN's convolutions then skip the conversion to and
+  /// from their blocked layout at every call (docs/benchmarks.md, "Training throughput").
+  TORCH_ARG(bool, channels_last) = true;
   /// Seed of the model's random ops (dropout), MixUp/CutMix and anything else random in training.
   /// The data order and augmentation have their own seed (LoaderOptions::seed).
   TORCH_ARG(uint64_t, seed) = 0;
@@ -219,6 +223,7 @@ struct TrainerOptions {
     visit("device", &T::device_, "cpu, cuda or cuda:N", any());
     visit("threads", &T::threads_, "LibTorch threads (0 = one per core)", at_least(0));
     visit("bf16", &T::bf16_, "bfloat16 autocast for the forward pass (CUDA only)", any());
+    visit("channels_last", &T::channels_last_, "CPU: train a standard-mode DenseNet on channels-last maps (faster convolutions)", any());
     visit("seed", &T::seed_, "seed of dropout, MixUp/CutMix and anything else random in training", any());
     visit("run_dir", &T::run_dir_, "run folder (empty: write nothing)", any());
     visit("overwrite", &T::overwrite_, "replace the run the run folder already holds (its checkpoints and history are deleted)", any());
