@@ -53,6 +53,18 @@ Step train_step(torch::nn::BatchNorm2d& norm, const torch::Tensor& x, const torc
   return {y.detach(), input.grad(), norm->weight.grad().clone(), norm->bias.grad().clone()};
 }
 
+/// Two steps of the same function (summed in different orders) agree to float rounding: outputs,
+/// gradients and running statistics.
+void check_same_function(const Step& a, torch::nn::BatchNorm2d& norm_a, const Step& b,
+                         torch::nn::BatchNorm2d& norm_b) {
+  CHECK_THAT(a.y, AllClose(b.y, 1e-5, 1e-6));
+  CHECK_THAT(a.dx, AllClose(b.dx, 1e-4, 1e-6));
+  CHECK_THAT(a.dweight, AllClose(b.dweight, 1e-4, 1e-5));
+  CHECK_THAT(a.dbias, AllClose(b.dbias, 1e-5, 1e-5));
+  CHECK_THAT(norm_a->running_mean, AllClose(norm_b->running_mean, 1e-5, 1e-7));
+  CHECK_THAT(norm_a->running_var, AllClose(norm_b->running_var, 1e-5, 1e-7));
+}
+
 }  // namespace
 
 TEST_CASE("batch_norm_relu matches PyTorch's BatchNorm2d + ReLU: output, gradients, running "
@@ -119,12 +131,7 @@ TEST_CASE("batch_norm_relu agrees with LibTorch's own batch norm and ReLU (the s
   set_fused_batch_norm(false);
   REQUIRE_FALSE(uses_fused_batch_norm(x, *plain));
   auto b = train_step(plain, x, g);
-  CHECK_THAT(a.y, AllClose(b.y, 1e-5, 1e-6));
-  CHECK_THAT(a.dx, AllClose(b.dx, 1e-4, 1e-6));
-  CHECK_THAT(a.dweight, AllClose(b.dweight, 1e-4, 1e-5));
-  CHECK_THAT(a.dbias, AllClose(b.dbias, 1e-5, 1e-5));
-  CHECK_THAT(fused->running_mean, AllClose(plain->running_mean, 1e-5, 1e-7));
-  CHECK_THAT(fused->running_var, AllClose(plain->running_var, 1e-5, 1e-7));
+  check_same_function(a, fused, b, plain);
   // About half of the outputs are zero (the ReLU), so the mask is exercised.
   const double zeros = (a.y == 0).to(torch::kFloat64).mean().item<double>();
   CHECK(zeros > 0.2);
@@ -172,12 +179,7 @@ TEST_CASE("batch_norm_relu on channels-last maps: NCHW's results, any thread cou
   CHECK_THAT(a.dweight, Equals(b.dweight));
   CHECK_THAT(norm_slice->running_var, Equals(norm_dense->running_var));
   // Against the NCHW kernels: the same function, summed in another order.
-  CHECK_THAT(b.y, AllClose(c.y, 1e-5, 1e-6));
-  CHECK_THAT(b.dx, AllClose(c.dx, 1e-4, 1e-6));
-  CHECK_THAT(b.dweight, AllClose(c.dweight, 1e-4, 1e-5));
-  CHECK_THAT(b.dbias, AllClose(c.dbias, 1e-5, 1e-5));
-  CHECK_THAT(norm_dense->running_mean, AllClose(norm_nchw->running_mean, 1e-5, 1e-7));
-  CHECK_THAT(norm_dense->running_var, AllClose(norm_nchw->running_var, 1e-5, 1e-7));
+  check_same_function(b, norm_dense, c, norm_nchw);
   // One and two threads: the same bits.
   at::set_num_threads(1);
   auto norm_one = make_norm(26, 0.1, 8);

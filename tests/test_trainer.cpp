@@ -115,6 +115,13 @@ TEST_CASE("On the CPU a standard-mode DenseNet trains on channels-last maps, as 
   CHECK(conv2.is_contiguous(torch::MemoryFormat::ChannelsLast));
   CHECK_FALSE(conv2.is_contiguous());
   CHECK(cl_loss == Approx(nchw_loss).epsilon(1e-4));
+  // A copy runs in the same layout, with the same values.
+  const auto copy = std::dynamic_pointer_cast<DenseNetImpl>(cl->clone());
+  REQUIRE(copy != nullptr);
+  CHECK(copy->memory_format() == torch::MemoryFormat::ChannelsLast);
+  const torch::Tensor copied = copy->named_parameters()["features.denseblock1.denselayer1.conv2.weight"];
+  CHECK(copied.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  CHECK(torch::equal(copied, conv2));
   auto reference = nchw->named_parameters();
   for (const auto& p : cl->named_parameters()) {
     INFO(p.key());

@@ -143,6 +143,8 @@ void DenseNetImpl::reset() {
   classifier = register_module("classifier", torch::nn::Linear(channels, o.num_classes()));
   torch::NoGradGuard no_grad;
   classifier->bias.zero_();
+  // New weights (reset, clone) take the layout the network runs in.
+  if (memory_format_ != torch::MemoryFormat::Contiguous) set_memory_format(memory_format_);
 }
 
 torch::Tensor DenseNetImpl::forward(const torch::Tensor& x) {

@@ -110,8 +110,9 @@ class DenseNetImpl : public torch::nn::Cloneable<DenseNetImpl>, public MemoryCon
   /// Lays the convolution weights out in `format` (ChannelsLast or Contiguous) and makes `forward`
   /// give its input that layout too, so the activations follow. On the CPU, channels-last maps
   /// spare oneDNN the conversion to and from its blocked layout at every convolution
-  /// (docs/benchmarks.md, "Training throughput"); the values are the same either way. Set it before
-  /// creating the optimizer (the parameters are replaced in place, their gradients dropped).
+  /// (docs/benchmarks.md, "Training throughput"); the values are the same either way. The
+  /// parameters stay the same objects (their data is relaid), so an optimizer made before still
+  /// holds them. `Trainer` sets ChannelsLast on the CPU (`TrainerOptions::channels_last`).
   void set_memory_format(torch::MemoryFormat format);
   /// The layout `forward` runs in (Contiguous unless set).
   torch::MemoryFormat memory_format() const { return memory_format_; }
