@@ -74,7 +74,7 @@ double lower_bound_mb(const Config& c) {
     sedensenet::DenseNet net(o);
     for (const auto& p : net->parameters()) parameters += p.numel();
   }
-  int64_t resolution = o.small_inputs() ? c.size : c.size / 4;
+  int64_t resolution = o.small_inputs() ? c.size / o.stem_stride() : c.size / 4;
   int64_t channels = o.num_init_features();
   double bytes = 4.0 * 4.0 * static_cast<double>(parameters);
   for (size_t b = 0; b < o.block_config().size(); ++b) {

@@ -133,12 +133,17 @@ class DenseNet(nn.Module):
 
     def __init__(self, growth_rate=12, block_config=(16, 16, 16), num_init_features=24,
                  compression=0.5, bn_size=4, drop_rate=0.0, num_classes=10, small_inputs=True,
-                 se_reduction=16, se_min_hidden=1, se_gate="sigmoid", efficient=False):
+                 se_reduction=16, se_min_hidden=1, se_gate="sigmoid", efficient=False,
+                 stem_stride=1):
         super().__init__()
         if not 0 < compression <= 1:
             raise ValueError("compression must be in (0, 1], got %r" % compression)
+        if stem_stride not in (1, 2) or (not small_inputs and stem_stride != 1):
+            raise ValueError("stem_stride must be 1 or 2, and 1 with the ImageNet stem; got %r"
+                             % stem_stride)
         if small_inputs:
-            stem = [("conv0", nn.Conv2d(3, num_init_features, 3, padding=1, bias=False))]
+            stem = [("conv0", nn.Conv2d(3, num_init_features, 3, stride=stem_stride, padding=1,
+                                        bias=False))]
         else:
             stem = [("conv0", nn.Conv2d(3, num_init_features, 7, stride=2, padding=3, bias=False)),
                     ("norm0", nn.BatchNorm2d(num_init_features)),
@@ -169,8 +174,8 @@ class DenseNet(nn.Module):
 
 
 def preset(name):
-    """Shape options of a preset, as DenseNetOptions::preset in C++: densenet121/169/201/161 or
-    densenet_bc_<depth>[_k<growth>]."""
+    """Shape options of a preset, as DenseNetOptions::preset in C++: densenet121/169/201/161,
+    densenet_small or densenet_bc_<depth>[_k<growth>]."""
     imagenet = {
         "densenet121": (32, (6, 12, 24, 16), 64),
         "densenet169": (32, (6, 12, 32, 32), 64),
@@ -181,6 +186,9 @@ def preset(name):
         k, blocks, init = imagenet[name]
         return dict(growth_rate=k, block_config=blocks, num_init_features=init,
                     small_inputs=False)
+    if name == "densenet_small":
+        return dict(growth_rate=16, block_config=(6, 6), num_init_features=32, small_inputs=True,
+                    stem_stride=2)
     if name.startswith("densenet_bc_"):
         rest = name[len("densenet_bc_"):]
         depth, _, growth = rest.partition("_k")

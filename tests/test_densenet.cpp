@@ -63,6 +63,7 @@ TEST_CASE("Every preset builds, runs, and has the channel arithmetic of its opti
       {"densenet_bc_40", 32},
       {"densenet_bc_100", 16},
       {"densenet_bc_250_k24", 8},
+      {"densenet_small", 28},
   }));
   for (int64_t se : {int64_t{16}, int64_t{0}}) {
     DYNAMIC_SECTION(name << (se ? " with SE" : " without SE")) {
@@ -84,6 +85,25 @@ TEST_CASE("Every preset builds, runs, and has the channel arithmetic of its opti
       CHECK(net->num_features() == expected_stage_channels(options).back());
       CHECK(s.stages.back().output_shape == std::vector<int64_t>{2, 7});
     }
+  }
+}
+
+TEST_CASE("The small-image preset's stride-2 stem runs its blocks on 14x14 and 7x7 maps of a 28x28 image",
+          "[densenet][presets]") {
+  const auto options = DenseNetOptions::preset("densenet_small");
+  CHECK(options.stem_stride() == 2);
+  DenseNet net(options);
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& stage : summary(net, {1, 3, 28, 28}).stages) shapes[stage.name] = stage.output_shape;
+  CHECK(shapes.at("conv0") == std::vector<int64_t>{1, 32, 14, 14});
+  CHECK(shapes.at("denseblock1") == std::vector<int64_t>{1, 32 + 6 * 16, 14, 14});
+  CHECK(shapes.at("transition1") == std::vector<int64_t>{1, 64, 7, 7});
+  CHECK(shapes.at("denseblock2") == std::vector<int64_t>{1, 64 + 6 * 16, 7, 7});
+  CHECK(parameter_count(*net) == 193450);  // the figure docs/results.md and the preset's doc quote
+  // Stride 1 (the default, and every configuration written before the option) keeps 28x28.
+  DenseNet full(DenseNetOptions(options).stem_stride(1));
+  for (const auto& stage : summary(full, {1, 3, 28, 28}).stages) {
+    if (stage.name == "conv0") CHECK(stage.output_shape == std::vector<int64_t>{1, 32, 28, 28});
   }
 }
 
@@ -213,6 +233,9 @@ TEST_CASE("Every invalid option raises the documented message", "[densenet][erro
       {[] { return DenseNetOptions().num_classes(0); }, "num_classes must be >= 1, got 0"},
       {[] { return DenseNetOptions().se_reduction(-4); }, "se_reduction must be >= 0"},
       {[] { return DenseNetOptions().se_min_hidden(0); }, "se_min_hidden must be >= 1, got 0"},
+      {[] { return DenseNetOptions().stem_stride(3); }, "stem_stride must be 1 or 2, got 3"},
+      {[] { return DenseNetOptions::densenet121().stem_stride(2); },
+       "stem_stride 2 needs the small-input stem"},
       {[] { return DenseNetOptions().num_init_features(1).compression(0.001); },
        "leaves transition1 with no channels"},
   }));

@@ -79,12 +79,14 @@ struct Shape {
 };
 
 // SE-DenseNet-BC (32x32), DenseNet-121 + SE (ImageNet stem; 64x64 keeps it quick), DenseNet-BC
-// without SE, and the scaled-sigmoid gate at a size whose pooling floors (30 -> 15 -> 7).
+// without SE, the scaled-sigmoid gate at a size whose pooling floors (30 -> 15 -> 7), and the
+// stride-2 stem of the small-image preset on 28x28 (28 -> 14 -> 7 -> 3).
 std::vector<Shape> shapes() {
   return {{"SE-DenseNet-BC-16 k8", DenseNetOptions::densenet_bc(16, 8).num_classes(5), 32},
           {"DenseNet-121 + SE", DenseNetOptions::densenet121().num_classes(7), 64},
           {"DenseNet-BC-10 k4, no SE", DenseNetOptions::densenet_bc(10, 4).se_reduction(0).num_classes(3), 32},
-          {"scaled-sigmoid SE", DenseNetOptions::densenet_bc(10, 6).se_gate(SEGate::scaled_sigmoid).num_classes(4), 30}};
+          {"scaled-sigmoid SE", DenseNetOptions::densenet_bc(10, 6).se_gate(SEGate::scaled_sigmoid).num_classes(4), 30},
+          {"stride-2 stem", DenseNetOptions::densenet_bc(10, 6).stem_stride(2).num_classes(3), 28}};
 }
 
 io::TrainedModel trained_model(const DenseNetOptions& options, int64_t size, uint64_t seed = 1) {

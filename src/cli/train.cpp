@@ -72,7 +72,8 @@ class Train : public Command {
                   "image folder: one sub-folder per class, or train/ and val/ (or test/) "
                   "sub-folders each holding class folders");
     t->add_option("--preset", preset,
-                  "architecture: densenet_bc_<depth>[_k<growth>] (CIFAR style, e.g. densenet_bc_100) "
+                  "architecture: densenet_small (small images such as 28x28: stride-2 stem, two "
+                  "blocks), densenet_bc_<depth>[_k<growth>] (CIFAR style, e.g. densenet_bc_100) "
                   "or densenet121/169/201/161 (ImageNet style)")
         ->capture_default_str();
     t->add_option("--recipe", recipe,

@@ -61,6 +61,11 @@ void check_densenet_options(const DenseNetOptions& o) {
               o.num_classes());
   TORCH_CHECK(o.se_reduction() >= 0,
               "DenseNetOptions: se_reduction must be >= 0 (0 disables SE), got ", o.se_reduction());
+  TORCH_CHECK(o.stem_stride() == 1 || o.stem_stride() == 2,
+              "DenseNetOptions: stem_stride must be 1 or 2, got ", o.stem_stride());
+  TORCH_CHECK(o.small_inputs() || o.stem_stride() == 1,
+              "DenseNetOptions: stem_stride ", o.stem_stride(), " needs the small-input stem "
+              "(small_inputs true); the ImageNet stem always has stride 2 and a max-pool");
   TORCH_CHECK(o.se_min_hidden() >= 1, "DenseNetOptions: se_min_hidden must be >= 1, got ",
               o.se_min_hidden());
   check_model_size(o);
@@ -91,10 +96,11 @@ void DenseNetImpl::reset() {
   constexpr int64_t kInputChannels = 3;
 
   features = register_module("features", NamedSequential());
-  // Stem. CIFAR style keeps the resolution; ImageNet style divides it by 4.
+  // Stem. CIFAR style keeps the resolution (or halves it, stem_stride 2); ImageNet style divides
+  // it by 4.
   const auto stem = o.small_inputs()
                         ? torch::nn::Conv2dOptions(kInputChannels, o.num_init_features(), 3)
-                              .stride(1)
+                              .stride(o.stem_stride())
                               .padding(1)
                               .bias(false)
                         : torch::nn::Conv2dOptions(kInputChannels, o.num_init_features(), 7)

@@ -178,6 +178,10 @@ struct DenseNetOptions {
   /// true: 3x3 stride-1 stem for 32x32 images (CIFAR style). false: 7x7 stride-2 stem, BN, ReLU
   /// and 3x3 stride-2 max-pool (ImageNet style, as torchvision).
   TORCH_ARG(bool, small_inputs) = true;
+  /// Stride of the small-input 3x3 stem: 1 keeps the resolution (CIFAR style); 2 halves it, so
+  /// that the first dense block of a 28x28 or 32x32 network runs on 14x14 or 16x16 maps, about a
+  /// quarter of the cost (see the `densenet_s2_*` presets). Must be 1 with the ImageNet stem.
+  TORCH_ARG(int64_t, stem_stride) = 1;
   /// SE reduction ratio r, >= 0; 0 builds dense layers without SE (torchvision's DenseNet).
   TORCH_ARG(int64_t, se_reduction) = 16;
   /// Smallest SE hidden width, >= 1 (the reference's C / r alone can be 0; see SEBlockOptions).
@@ -206,6 +210,7 @@ struct DenseNetOptions {
     visit("drop_rate", &T::drop_rate_, "dropout after each dense layer", between(0, 1, false, true));
     visit("num_classes", &T::num_classes_, "outputs of the classifier", at_least(1));
     visit("small_inputs", &T::small_inputs_, "3x3 stem for small images (CIFAR style); false: 7x7/2 stem and max-pool (ImageNet style)", any());
+    visit("stem_stride", &T::stem_stride_, "stride of the small-input 3x3 stem (2: the first block on half-size maps)", between(1, 2));
     visit("se_reduction", &T::se_reduction_, "SE reduction ratio (0 = no SE)", at_least(0));
     visit("se_min_hidden", &T::se_min_hidden_, "smallest SE hidden width", at_least(1));
     visit("se_gate", &T::se_gate_, "SE gate: sigmoid or scaled_sigmoid (starts as the identity)", any());
@@ -228,6 +233,19 @@ struct DenseNetOptions {
         .num_init_features(2 * growth_rate)
         .small_inputs(true);
   }
+  /// SE-DenseNet-BC for small images such as 28x28 clothes or digits (the demo's model): a 3x3
+  /// stride-2 stem to 32 channels, then two dense blocks of 6 layers (k = 16) on 14x14 and 7x7
+  /// maps for 28x28 inputs. 193k parameters and 23 M MACs per 28x28 image: about the cost of
+  /// DenseNet-BC-22 (k = 12), which runs its first block at full resolution, with 2.7x the
+  /// parameters. docs/results.md has the comparison. Sets the shape only.
+  static DenseNetOptions small_images() {
+    return DenseNetOptions()
+        .growth_rate(16)
+        .block_config({6, 6})
+        .num_init_features(32)
+        .small_inputs(true)
+        .stem_stride(2);
+  }
   /// torchvision's DenseNet-121 shape (k = 32, 64 initial features, blocks 6/12/24/16, ImageNet
   /// stem). Sets the shape only: SE, classes and memory mode keep their values.
   static DenseNetOptions densenet121() { return imagenet_shape(32, 64, {6, 12, 24, 16}); }
@@ -238,9 +256,11 @@ struct DenseNetOptions {
   /// torchvision's DenseNet-161 shape (k = 48, 96 initial features, blocks 6/12/36/24).
   static DenseNetOptions densenet161() { return imagenet_shape(48, 96, {6, 12, 36, 24}); }
 
-  /// A preset by name: "densenet121", "densenet169", "densenet201", "densenet161", or
-  /// "densenet_bc_<depth>[_k<growth>]" such as "densenet_bc_100" or "densenet_bc_40_k12".
+  /// A preset by name: "densenet121", "densenet169", "densenet201", "densenet161",
+  /// "densenet_small" (`small_images()`), or "densenet_bc_<depth>[_k<growth>]" such as
+  /// "densenet_bc_100" or "densenet_bc_40_k12".
   static DenseNetOptions preset(const std::string& name) {
+    if (name == "densenet_small") return small_images();
     if (name == "densenet121") return densenet121();
     if (name == "densenet169") return densenet169();
     if (name == "densenet201") return densenet201();
@@ -266,7 +286,7 @@ struct DenseNetOptions {
       }
     }
     TORCH_CHECK(false, "unknown preset '", name,
-                "': expected densenet121, densenet169, densenet201, densenet161 or "
+                "': expected densenet121, densenet169, densenet201, densenet161, densenet_small or "
                 "densenet_bc_<depth>[_k<growth>] (e.g. densenet_bc_100, densenet_bc_40_k12)");
   }
 
