@@ -175,12 +175,13 @@ struct DenseNetOptions {
   TORCH_ARG(double, drop_rate) = 0.0;
   /// Outputs of the classifier, >= 1.
   TORCH_ARG(int64_t, num_classes) = 10;
-  /// true: 3x3 stride-1 stem for 32x32 images (CIFAR style). false: 7x7 stride-2 stem, BN, ReLU
-  /// and 3x3 stride-2 max-pool (ImageNet style, as torchvision).
+  /// true: 3x3 stem of stride `stem_stride` for small images (CIFAR style). false: 7x7 stride-2
+  /// stem, BN, ReLU and 3x3 stride-2 max-pool (ImageNet style, as torchvision).
   TORCH_ARG(bool, small_inputs) = true;
   /// Stride of the small-input 3x3 stem: 1 keeps the resolution (CIFAR style); 2 halves it, so
   /// that the first dense block of a 28x28 or 32x32 network runs on 14x14 or 16x16 maps, about a
-  /// quarter of the cost (see the `densenet_s2_*` presets). Must be 1 with the ImageNet stem.
+  /// quarter of the cost (the `small_images()` preset, "densenet_small"). Must be 1 with the
+  /// ImageNet stem.
   TORCH_ARG(int64_t, stem_stride) = 1;
   /// SE reduction ratio r, >= 0; 0 builds dense layers without SE (torchvision's DenseNet).
   TORCH_ARG(int64_t, se_reduction) = 16;
