@@ -175,3 +175,64 @@ TEST_CASE("Experiment balances unbalanced classes and says so; it questions a sm
     CHECK(rare > 4);  // 28 draws, each rare with probability 1/2 (never more than 4 unbalanced)
   }
 }
+
+TEST_CASE("learned_little: barely better than always answering the largest class", "[experiment]") {
+  // 10 balanced classes: guessing scores 10%, the line is 10% + 25% of the remaining 90% = 32.5%.
+  const std::vector<int64_t> ten(10, 100);
+  CHECK(learned_little(0.10, ten));
+  CHECK(learned_little(0.32, ten));
+  CHECK_FALSE(learned_little(0.33, ten));
+  CHECK_FALSE(learned_little(0.93, ten));
+  // Unbalanced, 80:20: answering the large class scores 80%, so 84% is still little (line 85%).
+  CHECK(learned_little(0.84, {80, 20}));
+  CHECK_FALSE(learned_little(0.86, {80, 20}));
+  // Nothing to judge: no test images, one class, no accuracy.
+  CHECK_FALSE(learned_little(0.0, {0, 0}));
+  CHECK_FALSE(learned_little(0.0, {10}));
+  CHECK_FALSE(learned_little(NAN, ten));
+}
+
+TEST_CASE("Experiment warns when the model learned little, and says what to try", "[experiment]") {
+  test::TempDir dir;
+  // Three classes holding the same 12 images: nothing tells them apart.
+  const auto root = dir.path() / "same";
+  test::make_image_tree(root, {"a"}, {12}, 12);
+  for (const char* name : {"b", "c"}) fs::copy(root / "a", root / name);
+  std::FILE* log = std::tmpfile();
+  REQUIRE(log != nullptr);
+  Experiment experiment(root, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().epochs(2).threads(2),
+                        DataOptions().image_size(12).batch_size(6).workers(1).train_fraction(0.5), log);
+  const auto result = experiment.fit();
+  REQUIRE(result.best_epoch >= 1);
+  CHECK(result.best_accuracy < 0.5);
+  const auto text = read_experiment_log(log);
+  CHECK_THAT(text, Catch::Contains("warning: the model learned little: its best test accuracy, "));
+  CHECK_THAT(text, Catch::Contains(" the 33.33% that guessing scores (3 classes of the same size)"));
+  CHECK_THAT(text, Catch::Contains("It trained for 6 steps on 18 images (6 in the smallest class)"));
+  CHECK_THAT(text, Catch::Contains("--epochs 6"));
+
+  // Unbalanced and signal-free ('b' holds 'a''s images and 12 more alike): the line is the share
+  // of the largest class.
+  const auto unbalanced = dir.path() / "unbalanced";
+  test::make_image_tree(unbalanced / "a", {"."}, {12}, 12);
+  test::make_image_tree(unbalanced / "b", {"."}, {24}, 12);
+  std::FILE* log1 = std::tmpfile();
+  REQUIRE(log1 != nullptr);
+  Experiment lopsided(unbalanced, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().epochs(2).threads(2),
+                      DataOptions().image_size(12).batch_size(6).workers(1).train_fraction(0.5), log1);
+  lopsided.fit();
+  CHECK_THAT(read_experiment_log(log1),
+             Catch::Contains(" the 66.67% that always answering the largest class, 'b', scores"));
+
+  // Classes the images tell apart (their pixel values encode the class): no warning.
+  const auto distinct = dir.path() / "distinct";
+  test::make_image_tree(distinct, {"a", "b", "c"}, {12, 12, 12}, 12);
+  std::FILE* log2 = std::tmpfile();
+  REQUIRE(log2 != nullptr);
+  Experiment learns(distinct, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().epochs(30).threads(2),
+                    DataOptions().image_size(12).batch_size(6).workers(1).train_fraction(0.5).augment("none"), log2);
+  const auto learned = learns.fit();
+  const auto text2 = read_experiment_log(log2);
+  CHECK(learned.best_accuracy > 0.5);
+  CHECK_THAT(text2, !Catch::Contains("learned little"));
+}

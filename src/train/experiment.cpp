@@ -3,6 +3,9 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cmath>
+#include <iomanip>
+#include <numeric>
 #include <sstream>
 
 #include "sedensenet/nn/summary.hpp"
@@ -133,6 +136,42 @@ void Experiment::check_image_size() const {
   }
 }
 
+bool learned_little(double accuracy, const std::vector<int64_t>& class_counts) {
+  const int64_t total = std::accumulate(class_counts.begin(), class_counts.end(), int64_t{0});
+  if (total == 0 || class_counts.size() < 2 || std::isnan(accuracy)) return false;
+  const double guess =
+      static_cast<double>(*std::max_element(class_counts.begin(), class_counts.end())) / static_cast<double>(total);
+  return accuracy < guess + 0.25 * (1.0 - guess);
+}
+
+void Experiment::check_learned(const TrainResult& result) const {
+  if (result.interrupted || result.best_epoch < 1) return;
+  std::vector<int64_t> counts(classes().size(), 0);
+  for (const auto& sample : splits_.test.samples()) ++counts[static_cast<size_t>(sample.label)];
+  if (!learned_little(result.best_accuracy, counts)) return;
+  const auto largest = std::max_element(counts.begin(), counts.end());
+  const auto train_counts = class_counts();
+  const int64_t total = std::accumulate(counts.begin(), counts.end(), int64_t{0});
+  const auto& options = trainer_->options();
+  const bool balanced = std::all_of(counts.begin(), counts.end(), [&](int64_t n) { return n == *largest; });
+  const double guess = static_cast<double>(*largest) / static_cast<double>(total);
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(2) << "warning: the model learned little: its best test accuracy, "
+     << 100 * result.best_accuracy << "%, is " << (result.best_accuracy > guess ? "barely above" : "no better than")
+     << " the " << 100 * guess << "% that "
+     << (balanced ? "guessing scores (" + std::to_string(counts.size()) + " classes of the same size)"
+                  : "always answering the largest class, '" +
+                        classes()[static_cast<size_t>(largest - counts.begin())] + "', scores")
+     << ". It trained for "
+     << static_cast<int64_t>(result.history.epochs().size()) * train_loader_->batches_per_epoch() << " steps on "
+     << splits_.train.samples().size() << " images ("
+     << *std::min_element(train_counts.begin(), train_counts.end())
+     << " in the smallest class). Try more epochs (--epochs " << 3 * options.epochs()
+     << "), more images per class, starting from trained weights (--init-weights), or check that the class "
+        "folders hold what their names say";
+  warn(os.str());
+}
+
 void Experiment::say(const std::string& text) const {
   if (log_ == nullptr) return;
   std::fputs(text.c_str(), log_);
@@ -188,6 +227,7 @@ TrainResult Experiment::fit() {
       warn("skipped unusable file " + bad.path + ": " + bad.reason);
     }
   }
+  check_learned(result);
   return result;
 }
 

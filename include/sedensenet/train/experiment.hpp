@@ -27,6 +27,11 @@ namespace sedensenet {
 class Communicator;
 class ProgressPrinter;
 
+/// True when `accuracy` is barely better than guessing: below the share of the largest class in
+/// `class_counts` (what always answering that class scores) plus a quarter of the way from there
+/// to 100%. With 10 balanced classes that is 32.5%; with 2, 62.5%.
+bool learned_little(double accuracy, const std::vector<int64_t>& class_counts);
+
 /// A training run on an image folder.
 ///
 /// Example (what examples/train_image_folder.cpp does):
@@ -62,7 +67,8 @@ class Experiment {
   void resume();
 
   /// Trains (`Trainer::fit`, with the test side evaluated after every epoch), then lists the files
-  /// the loaders skipped.
+  /// the loaders skipped, and warns when the best epoch is barely better than guessing (see
+  /// `learned_little`).
   TrainResult fit();
 
   DenseNet& model() { return model_; }
@@ -86,6 +92,9 @@ class Experiment {
   Balance check_balance() const;
   /// Warns when the images are much larger than the training size.
   void check_image_size() const;
+  /// Warns when `result`'s best test accuracy is barely above always answering the test side's
+  /// largest class, saying what to try.
+  void check_learned(const TrainResult& result) const;
 
   std::filesystem::path data_dir_;
   DataOptions data_;
