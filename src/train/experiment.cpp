@@ -77,11 +77,7 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
 
 Experiment::~Experiment() = default;
 
-std::vector<int64_t> Experiment::class_counts() const {
-  std::vector<int64_t> counts(classes().size(), 0);
-  for (const auto& sample : splits_.train.samples()) ++counts[static_cast<size_t>(sample.label)];
-  return counts;
-}
+std::vector<int64_t> Experiment::class_counts() const { return splits_.train.class_counts(); }
 
 Balance Experiment::check_balance() const {
   const auto counts = class_counts();
@@ -146,8 +142,7 @@ bool learned_little(double accuracy, const std::vector<int64_t>& class_counts) {
 
 void Experiment::check_learned(const TrainResult& result) const {
   if (result.interrupted || result.best_epoch < 1) return;
-  std::vector<int64_t> counts(classes().size(), 0);
-  for (const auto& sample : splits_.test.samples()) ++counts[static_cast<size_t>(sample.label)];
+  const auto counts = splits_.test.class_counts();
   if (!learned_little(result.best_accuracy, counts)) return;
   const auto largest = std::max_element(counts.begin(), counts.end());
   const auto train_counts = class_counts();
