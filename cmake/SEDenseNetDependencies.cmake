@@ -33,12 +33,18 @@ option(SEDENSENET_ONEDNN "Run inference convolutions on the system's oneDNN (lib
 set(SEDENSENET_WITH_ONEDNN OFF)
 if(SEDENSENET_ONEDNN AND (TORCH_INSTALL_PREFIX MATCHES "^/usr/?$"
                           OR EXISTS "${TORCH_INSTALL_PREFIX}/lib/libgomp.so.1"))
-  find_package(dnnl 2 CONFIG QUIET)
+  # Debian's oneDNN is built with its OpenCL GPU runtime, and its CMake package then requires
+  # OpenCL's headers (ocl-icd-opencl-dev, only "recommended" by libdnnl-dev): without them
+  # find_package(dnnl) stops the configuration, so probe first.
+  find_package(OpenCL QUIET)
+  if(OpenCL_FOUND)
+    find_package(dnnl 2 CONFIG QUIET)
+  endif()
   if(dnnl_FOUND AND TARGET DNNL::dnnl AND dnnl_VERSION VERSION_LESS 3)
     set(SEDENSENET_WITH_ONEDNN ON)
   else()
-    message(STATUS "SEDenseNet: inference convolutions through LibTorch (install libdnnl-dev for "
-                   "the faster direct oneDNN path)")
+    message(STATUS "SEDenseNet: inference convolutions through LibTorch (install libdnnl-dev and "
+                   "ocl-icd-opencl-dev for the faster direct oneDNN path)")
   endif()
 endif()
 # A LibTorch that ships its own OpenMP runtime (PyPI's wheel: torch/lib/libgomp.so.1) loads that

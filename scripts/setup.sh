@@ -27,6 +27,9 @@ SEDENSENET_PACKAGES=(
   # oneDNN's headers: the inference path runs its convolutions on the oneDNN Debian's LibTorch
   # links, with primitives made once (the library is installed with libtorch-dev already).
   libdnnl-dev
+  # Debian's oneDNN CMake package requires OpenCL's headers (libdnnl-dev only recommends them,
+  # and recommendations are not installed here).
+  ocl-icd-opencl-dev
   # The real dataset the demo trains on.
   dataset-fashion-mnist
   # The sanitizer and fuzzing build of the test command (clang with libFuzzer and ASan/UBSan).
