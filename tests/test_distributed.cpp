@@ -132,6 +132,21 @@ TEST_CASE("distributed: parameters and BatchNorm buffers identical on every rank
   CHECK(max_difference(params, simulated) < 1e-5);
 }
 
+TEST_CASE("distributed: with ema_decay every rank evaluates and ends with the same averaged weights",
+          "[distributed][ema]") {
+  const auto two = work_dir("ema2");
+  REQUIRE(run_workers(2, "ema", two, 8) == 0);
+  // The average's BatchNorm statistics are averaged over the ranks before each evaluation, as the
+  // model's are; without that each rank's would follow its own shard's batches.
+  const auto r0 = load_tensors(two / "ema_final_r0.pt");
+  const auto r1 = load_tensors(two / "ema_final_r1.pt");
+  CHECK(identical(r0, r1));
+  CHECK(without_timing(load_json(two / "ema_result_r0.json")["history"]) ==
+        without_timing(load_json(two / "ema_result_r1.json")["history"]));
+  // And they are the average, not the trained weights of the last epoch.
+  CHECK_FALSE(identical(r0, load_tensors(two / "ema_params_r0.pt")));
+}
+
 TEST_CASE("distributed: a run stopped by one rank mid-epoch resumes to the uninterrupted result",
           "[distributed]") {
   const auto dir = work_dir("resume");

@@ -15,25 +15,14 @@
 #include "sedensenet/train.hpp"
 #include "support/image_tree.hpp"
 #include "support/python.hpp"
+#include "support/quadrant_task.hpp"
 
 using namespace sedensenet;
+using test::quadrant_task;
 using Catch::Matchers::Contains;
 namespace fs = std::filesystem;
 
 namespace {
-/// Images whose class is the bright quadrant (4 classes), plus noise.
-std::pair<torch::Tensor, torch::Tensor> quadrant_task(int64_t n, uint64_t seed, int64_t size = 8) {
-  torch::manual_seed(seed);
-  auto labels = torch::randint(0, 4, {n}, torch::kLong);
-  auto images = torch::randn({n, 3, size, size}) * 0.5;
-  const int64_t half = size / 2;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = labels[i].item<int64_t>();
-    images[i].narrow(1, (c / 2) * half, half).narrow(2, (c % 2) * half, half).add_(1.5);
-  }
-  return {images, labels};
-}
-
 DenseNet tiny_net(int64_t classes = 4, double drop = 0.0) {
   return DenseNet(DenseNetOptions::densenet_bc(10, 4).num_classes(classes).drop_rate(drop));
 }
@@ -225,8 +214,11 @@ TEST_CASE("A run stopped in the middle of an epoch resumes at the next batch and
   auto transform = data::compose({std::make_shared<data::RandomCrop>(12, 2),
                                   std::make_shared<data::RandomHorizontalFlip>(),
                                   std::make_shared<data::ToTensor>()});
-  // Dropout, MixUp, augmentation and a per-batch schedule: everything that depends on the position.
-  auto options = TrainerOptions::recommended().epochs(2).threads(2).mixup_alpha(0.4).seed(5);
+  // Dropout, MixUp, augmentation and a per-batch schedule: everything that depends on the position;
+  // and a moving average of the weights, which last.pt must carry too.
+  const double ema = GENERATE(0.0, 0.9);
+  CAPTURE(ema);
+  auto options = TrainerOptions::recommended().epochs(2).threads(2).mixup_alpha(0.4).seed(5).ema_decay(ema);
   struct Stop {
     int64_t epoch, batch;
   };

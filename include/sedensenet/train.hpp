@@ -18,3 +18,4 @@
 #include "sedensenet/train/run_state.hpp"
 #include "sedensenet/train/schedule.hpp"
 #include "sedensenet/train/trainer.hpp"
+#include "sedensenet/train/weight_average.hpp"

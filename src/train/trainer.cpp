@@ -98,6 +98,8 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
   parallel_.start(train, test, *module_, /*keep_buffers=*/resumed_ && state_.batch > 0);
   LearningRateSchedule schedule(options_, train.batches_per_epoch());
   if (!state_.schedule.is_null()) schedule.from_json(state_.schedule);
+  // The average starts at the weights every rank starts with (resume restored it already).
+  if (options_.ema_decay() > 0 && !average_) average_.emplace(*module_, options_.ema_decay());
 
   TrainResult result;
   for (int64_t epoch = state_.epoch; epoch < options_.epochs(); ++epoch) {
@@ -116,6 +118,17 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
     state_.batch = 0;
     state_.partial = nullptr;
     parallel_.average_buffers(*module_);  // one model on every rank
+    // With a weight average, it is what is evaluated and kept, until the trained weights come
+    // back for last.pt. Its BatchNorm statistics are per rank like the model's; their mean over
+    // the ranks is the average of the ranks' mean, so they are averaged the same way.
+    std::optional<WeightAverage::Applied> averaged;
+    if (average_) {
+      averaged.emplace(average_->apply_to(*module_));
+      if (parallel_.distributed()) {
+        parallel_.average_buffers(*module_);
+        average_->assign(*module_);
+      }
+    }
     if (test != nullptr) {
       auto evaluation = evaluate(*test);
       metrics.test_loss = evaluation.loss;
@@ -157,6 +170,7 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
     } else {
       ++state_.epochs_without_improvement;
     }
+    averaged.reset();
     state_.epoch = epoch + 1;
     state_.schedule = schedule.to_json();
     if (folder) {
@@ -293,6 +307,7 @@ bool Trainer::train_epoch(BatchSource& train, int64_t epoch, LearningRateSchedul
       torch::nn::utils::clip_grad_norm_(module_->parameters(), options_.grad_clip_norm());
     }
     optimizer_->step();
+    if (average_) average_->update(*module_);
     if (!empty) {
       running.add(logits, counted, loss_value);
       classes = logits.size(1);

@@ -13,6 +13,9 @@ namespace sedensenet {
 
 namespace {
 
+// last.pt's extra tensors holding the weight average: this prefix and the module's names.
+constexpr const char* kAveragePrefix = "average/";
+
 // The reader's messages start with the file's name: say it once.
 std::string without_prefix(std::string reason, const std::filesystem::path& path) {
   const std::string prefix = path.string() + ": ";
@@ -66,6 +69,7 @@ void Trainer::resume(const std::filesystem::path& run_dir) {
                 "model and settings (its config.json)");
   }
   module_->to(device_);
+  restore_average(last, state.average_updates, path.string());
   // What the program set before resuming wins over what the checkpoint recorded.
   if (!state_.metadata.is_null()) state.metadata = state_.metadata;
   if (!state_.classes.empty()) state.classes = state_.classes;
@@ -96,17 +100,47 @@ void Trainer::resume(const std::filesystem::path& run_dir) {
   resumed_ = true;
 }
 
+void Trainer::restore_average(const io::CheckpointFile& last, int64_t updates, const std::string& name) {
+  io::NamedTensors saved;
+  const std::string prefix = kAveragePrefix;
+  for (const auto& [key, t] : last.extra) {
+    if (key.rfind(prefix, 0) == 0) saved.emplace_back(key.substr(prefix.size()), t);
+  }
+  average_.reset();
+  if (options_.ema_decay() == 0) {
+    TORCH_CHECK(saved.empty(), "cannot resume: ", name, " holds a moving average of the weights, but "
+                "ema_decay is 0: resume with the run's own options (its config.json), or start a new "
+                "run with --init-weights ", name);
+    return;
+  }
+  TORCH_CHECK(!saved.empty(), "cannot resume: ", name, " holds no moving average of the weights, but "
+              "ema_decay is ", options_.ema_decay(), ": resume with the run's own options (its "
+              "config.json), or start a new run with --init-weights ", name);
+  average_.emplace(*module_, options_.ema_decay());
+  try {
+    average_->load(saved, updates, name);
+  } catch (const std::exception& e) {
+    average_.reset();
+    TORCH_CHECK(false, "cannot resume: ", error_message(e));
+  }
+}
+
 void Trainer::write_checkpoint(const std::filesystem::path& path, bool full) {
+  state_.average_updates = average_ ? average_->updates() : 0;
   auto state = state_.to_json(options_);
   io::NamedTensors rank_tensors;
   if (full) rank_tensors = parallel_.gather_rank_state(state, *module_, state_.batch > 0, state_.partial);
   if (rank() != 0) return;
   io::CheckpointFile file;
   file.state = std::move(state);
-  file.model = io::module_tensors(*module_);
+  // best.pt: the best epoch's weights (the average's with ema_decay); last.pt: the trained ones.
+  file.model = full ? io::module_tensors(*module_) : best_weights_;
   if (full) {
     std::tie(file.optimizer, file.optimizer_tensors) = optimizer_state(*optimizer_, options_.optimizer());
     file.extra.emplace_back("rng_cpu", at::detail::getDefaultCPUGenerator().get_state());
+    if (average_) {
+      for (auto& [name, t] : average_->tensors()) file.extra.emplace_back(kAveragePrefix + name, std::move(t));
+    }
     for (auto& t : rank_tensors) file.extra.push_back(std::move(t));
   }
   io::write_checkpoint_file(path, file);

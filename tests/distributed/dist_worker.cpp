@@ -3,7 +3,7 @@
 //
 //   dist_worker SCENARIO OUT_DIR [BATCH]
 //
-// Scenarios: frozen_bn, bn, bn_simulated, resume, epoch_end_stop, evaluate, kill, nan. Each writes its results as
+// Scenarios: frozen_bn, bn, ema, bn_simulated, resume, epoch_end_stop, evaluate, kill, nan. Each writes its results as
 // files under OUT_DIR named after the rank (params_r<rank>.pt, result_r<rank>.json, error_r<rank>.txt).
 #include <torch/torch.h>
 
@@ -17,26 +17,16 @@
 #include "sedensenet/distributed.hpp"
 #include "sedensenet/nn.hpp"
 #include "sedensenet/train.hpp"
+#include "support/quadrant_task.hpp"
 
 using namespace sedensenet;
+using test::quadrant_task;
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr int64_t kTrainImages = 64, kTestImages = 37, kClasses = 4, kEpochs = 2;
 constexpr uint64_t kSeed = 5;
-
-/// Images whose class is the bright quadrant, plus noise.
-std::pair<torch::Tensor, torch::Tensor> quadrant_task(int64_t n, uint64_t seed) {
-  torch::manual_seed(seed);
-  auto labels = torch::randint(0, kClasses, {n}, torch::kLong);
-  auto images = torch::randn({n, 3, 8, 8}) * 0.5;
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = labels[i].item<int64_t>();
-    images[i].narrow(1, (c / 2) * 4, 4).narrow(2, (c % 2) * 4, 4).add_(1.5);
-  }
-  return {images, labels};
-}
 
 DenseNet make_net(MemoryMode memory) {
   torch::manual_seed(kSeed);
@@ -183,6 +173,11 @@ int main(int argc, char** argv) {
       train_and_save(FrozenBatchNorm(make_net(MemoryMode::standard)), sgd_options(), batch, out, comm, "frozen_bn");
     } else if (scenario == "bn") {
       train_and_save(make_net(MemoryMode::efficient), sgd_options(), batch, out, comm, "bn");
+    } else if (scenario == "ema") {
+      // A moving average of the weights: what each rank ends with (the best epoch's average).
+      auto net = make_net(MemoryMode::efficient);
+      train_and_save(net, sgd_options().ema_decay(0.8), batch, out, comm, "ema");
+      torch::save(state_of(*net), (out / ("ema_final_r" + std::to_string(rank) + ".pt")).string());
     } else if (scenario == "bn_simulated") {
       simulate_two_ranks(batch, out);
     } else if (scenario == "resume") {

@@ -11,7 +11,7 @@
 ///      "model": OrderedDict(name -> tensor),               # parameters and buffers
 ///      "optimizer": "<JSON: kind, learning rates, steps>" or None,
 ///      "optimizer_tensors": OrderedDict(name -> tensor),   # moments, momentum buffers
-///      "extra": OrderedDict(name -> tensor)}               # random state, per-rank state
+///      "extra": OrderedDict(name -> tensor)}               # random state, per-rank state, weight average
 ///
 /// It is read by this library's own unpickler (io/pickle.hpp), which knows dicts, strings, numbers
 /// and tensors and nothing that runs code; LibTorch's TorchScript reader never sees the file.
@@ -46,7 +46,7 @@ struct CheckpointFile {
   NamedTensors model;                                ///< parameters and buffers
   nlohmann::json optimizer;          ///< optimizer description; null when not saved (best.pt)
   NamedTensors optimizer_tensors;    ///< the optimizer's per-parameter tensors
-  NamedTensors extra;                ///< anything else (random state, per-rank state)
+  NamedTensors extra;                ///< anything else (random state, per-rank state, weight average)
 
   /// The tensor `name` of `extra`, or an undefined tensor.
   torch::Tensor extra_tensor(const std::string& name) const;

@@ -142,6 +142,11 @@ struct TrainerOptions {
   /// CutMix: Beta(alpha, alpha) box pasting; 0 disables. With MixUp too, each batch uses one of
   /// the two, chosen at random.
   TORCH_ARG(double, cutmix_alpha) = 0.0;
+  /// Exponential moving average of the weights (`WeightAverage`): after every optimizer step the
+  /// average moves towards the weights by 1 - min(ema_decay, n / (n + 9)) at step n. With it, every
+  /// evaluation, the best epoch, best.pt and the weights `fit` ends with are the average's; last.pt
+  /// holds both. 0 disables; 0.999 averages over about the last thousand steps.
+  TORCH_ARG(double, ema_decay) = 0.0;
   /// Stop when the test accuracy has not improved for this many epochs; 0 disables.
   TORCH_ARG(int64_t, early_stopping_patience) = 0;
   /// What picks the best epoch (best.pt, the weights `fit` ends with, early stopping). Without a
@@ -218,6 +223,7 @@ struct TrainerOptions {
     visit("grad_clip_norm", &T::grad_clip_norm_, "clip the gradients' global L2 norm to this (0 = off)", at_least(0));
     visit("mixup_alpha", &T::mixup_alpha_, "MixUp: Beta(alpha, alpha) mixing of image pairs (0 = off)", at_least(0));
     visit("cutmix_alpha", &T::cutmix_alpha_, "CutMix: Beta(alpha, alpha) box pasting (0 = off; with MixUp, one of the two per batch)", at_least(0));
+    visit("ema_decay", &T::ema_decay_, "evaluate and keep an exponential moving average of the weights with this decay per step (0 = off; 0.999: about the last 1000 steps)", between(0, 1, false, true));
     visit("early_stopping_patience", &T::early_stopping_patience_, "stop after this many epochs without a better best_metric (0 = off)", between(0, 100000));
     visit("best_metric", &T::best_metric_, "what picks the best epoch (best.pt, early stopping): accuracy, macro_f1 (every class counts the same) or loss", any());
     visit("device", &T::device_, "cpu, cuda or cuda:N", any());

@@ -25,6 +25,9 @@ struct RunState {
   double best_accuracy = NAN;
   int64_t epochs_without_improvement = 0;
   nlohmann::json schedule;  ///< `LearningRateSchedule::to_json`
+  /// Updates of the weight average (`WeightAverage::updates`; 0 without `ema_decay`). The average
+  /// itself is in last.pt's extra tensors, as "average/<name>".
+  int64_t average_updates = 0;
   nlohmann::json metadata;  ///< what the program recorded (`Trainer::set_metadata`)
   std::vector<std::string> classes;
 

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,6 +32,7 @@
 #include "sedensenet/train/metrics.hpp"
 #include "sedensenet/train/options.hpp"
 #include "sedensenet/train/run_state.hpp"
+#include "sedensenet/train/weight_average.hpp"
 
 namespace sedensenet {
 
@@ -75,7 +77,9 @@ struct TrainResult {
 ///
 /// Every epoch: train loss and accuracy, test loss and accuracy, top-5 when there are at least 5
 /// classes, the learning rate, epoch time and images/s. The weights with the best test accuracy
-/// are kept (as the reference does) and loaded into the model when `fit` returns. With a run
+/// are kept (as the reference does) and loaded into the model when `fit` returns. With
+/// `TrainerOptions::ema_decay`, the weights evaluated and kept are a moving average of the
+/// trained ones (`WeightAverage`); the train metrics are still the trained weights'. With a run
 /// folder: config.json, history.csv, history.jsonl, best.pt, last.pt (atomic, every epoch),
 /// metrics.json and confusion_matrix.{json,csv} for the best model, and SVG plots.
 ///
@@ -166,6 +170,9 @@ class Trainer {
   const TrainerOptions& options() const { return options_; }
   const History& history() const { return state_.history; }
   torch::optim::Optimizer& optimizer() { return *optimizer_; }
+  /// The moving average of the weights (`TrainerOptions::ema_decay`); null without one, and
+  /// before `fit` or `resume`.
+  const WeightAverage* weight_average() const { return average_ ? &*average_ : nullptr; }
 
  private:
   using Forward = std::function<torch::Tensor(const torch::Tensor&)>;
@@ -177,6 +184,7 @@ class Trainer {
   std::string non_finite_message(double value, int64_t epoch, int64_t batch_index, int64_t batches,
                                  double lr, const std::vector<int64_t>& ranks) const;
   void write_checkpoint(const std::filesystem::path& path, bool full);
+  void restore_average(const io::CheckpointFile& last, int64_t updates, const std::string& name);
   void write_config(const std::filesystem::path& run_dir);
 
   std::shared_ptr<torch::nn::Module> module_;
@@ -193,6 +201,7 @@ class Trainer {
   torch::Tensor rng_state_;        // the CPU generator's state to continue with (after resume)
   torch::Tensor class_weights_;    // per-class weights of the training loss (undefined: none)
   io::NamedTensors best_weights_;  // the best epoch's parameters and buffers (CPU copies)
+  std::optional<WeightAverage> average_;  // with ema_decay: what is evaluated and kept
   bool resumed_ = false;
   bool fitted_ = false;  // fit ran before: the run folder is this trainer's
 };
