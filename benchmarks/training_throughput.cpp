@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
   std::string data_dir, preset = "densenet_bc_22_k12", csv_path = "training_throughput.csv";
   std::string memory = "standard";
   bool nchw = false;
+  double ema = 0;
   int64_t image_size = 28, batch = 64, images = 6400, workers = 2, warmup_batches = 10;
   int threads = 0;
   bool skip_pytorch = false;
@@ -63,6 +64,7 @@ int main(int argc, char** argv) {
   app.add_option("--preset", preset, "architecture");
   app.add_option("--memory", memory, "SEDenseNet's dense layers: standard, efficient, shared, ...");
   app.add_flag("--nchw", nchw, "(internal, with --child) SEDenseNet on NCHW maps (TrainerOptions::channels_last off)");
+  app.add_option("--ema", ema, "(internal, with --child) SEDenseNet with a moving average of the weights (TrainerOptions::ema_decay)");
   app.add_option("--image-size", image_size, "input size");
   app.add_option("--batch", batch, "batch size")->check(CLI::PositiveNumber);
   app.add_option("--images", images, "training images measured (after warm-up)")->check(CLI::PositiveNumber);
@@ -100,7 +102,7 @@ int main(int argc, char** argv) {
                                .memory(sedensenet::memory_mode_from_string(memory));
       torch::manual_seed(0);
       sedensenet::DenseNet net(model_options);
-      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads).channels_last(!nchw));
+      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads).channels_last(!nchw).ema_decay(ema));
       std::chrono::steady_clock::time_point start;
       int64_t timed_images = 0;
       trainer.on_batch_end([&](const sedensenet::BatchEvent& e) {
@@ -147,9 +149,10 @@ int main(int argc, char** argv) {
     const std::map<std::string, std::string> ours_rows = {
         {"sedensenet", "--child fused"},
         {"sedensenet (NCHW maps)", "--child fused --nchw"},
-        {"sedensenet (LibTorch BN + ReLU)", "--child unfused"}};
+        {"sedensenet (LibTorch BN + ReLU)", "--child unfused"},
+        {"sedensenet + EMA of the weights", "--child fused --ema 0.999"}};
     std::vector<std::string> names = {"sedensenet", "sedensenet (NCHW maps)",
-                                      "sedensenet (LibTorch BN + ReLU)"};
+                                      "sedensenet (LibTorch BN + ReLU)", "sedensenet + EMA of the weights"};
     if (!skip_pytorch) {
       names.insert(names.end(), {"pytorch", "pytorch (same malloc settings)"});
     }

@@ -17,11 +17,13 @@ std::vector<std::pair<std::string, torch::Tensor>> named_weights(const torch::nn
 
 }  // namespace
 
-WeightAverage::WeightAverage(const torch::nn::Module& module, double decay) : decay_(decay) {
+WeightAverage::WeightAverage(const torch::nn::Module& module, double decay)
+    : decay_(decay), source_(&module) {
   TORCH_CHECK(decay >= 0 && decay < 1, "WeightAverage: decay must be in [0, 1), got ", decay);
   torch::NoGradGuard no_grad;
   for (auto& [name, tensor] : named_weights(module)) {
     names_.push_back(name);
+    source_tensors_.push_back(tensor);
     average_.push_back(tensor.detach().clone());
     (tensor.is_floating_point() ? averaged_index_ : copied_index_).push_back(average_.size() - 1);
   }
@@ -50,7 +52,8 @@ std::vector<torch::Tensor> WeightAverage::weights_of(const torch::nn::Module& mo
 
 void WeightAverage::update(const torch::nn::Module& module) {
   torch::NoGradGuard no_grad;
-  const auto weights = weights_of(module);
+  const auto looked_up = &module == source_ ? std::vector<torch::Tensor>() : weights_of(module);
+  const auto& weights = &module == source_ ? source_tensors_ : looked_up;
   ++updates_;
   const double step = 1.0 - decay_at(updates_);
   for (size_t k = 0; k < averaged_index_.size(); ++k) {

@@ -43,7 +43,8 @@ class WeightAverage {
   /// Starts the average at `module`'s current weights. `decay` in [0, 1).
   WeightAverage(const torch::nn::Module& module, double decay);
 
-  /// One step of the average towards `module`'s weights (the module it was made from).
+  /// One step of the average towards `module`'s weights (the module it was made from: its tensors
+  /// are looked up once, at construction; another module's are looked up and checked every time).
   void update(const torch::nn::Module& module);
   /// The decay d of update number `n` (1-based): min(decay, n / (n + 9)).
   double decay_at(int64_t n) const;
@@ -86,6 +87,11 @@ class WeightAverage {
 
   double decay_;
   int64_t updates_ = 0;
+  // The module the average was made from and its parameters and buffers (the module's own tensor
+  // handles: `Module::to` and `set_data` change their data, not them). Looking them up by name
+  // every step cost 10% of a small model's step.
+  const torch::nn::Module* source_;
+  std::vector<torch::Tensor> source_tensors_;
   std::vector<std::string> names_;
   std::vector<torch::Tensor> average_;
   std::vector<torch::Tensor> averaged_;  // the floating-point entries of average_ (lerp)
