@@ -278,7 +278,7 @@ class Train : public Command {
     auto& trainer = experiment.trainer();
     if (!resume.empty()) {
       experiment.resume();
-      fmt::print("resuming {} after epoch {} of {}\n", resume, trainer.completed_epochs(), options.epochs());
+      fmt::print("resuming {} after epoch {} of {}\n", resume, trainer.completed_epochs(), trainer.planned_epochs());
     }
     std::fflush(stdout);
 

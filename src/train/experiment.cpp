@@ -73,6 +73,15 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
   metadata_ = io::densenet_metadata(model_, input_, {{"data", data_record}});
   trainer_->set_metadata(metadata_);
   if (progress_) progress_->attach(*trainer_);
+  trainer_->on_epoch_end([this](const EpochMetrics& m) {
+    const auto& o = trainer_->options();
+    if (m.epoch != 1 || !trainer_->epochs_fixed_by_budget()) return;
+    std::ostringstream os;
+    os << std::fixed << std::setprecision(0) << "time budget " << o.time_budget_minutes() << " min: epoch 1 took "
+       << m.seconds << " s, so the run trains " << trainer_->planned_epochs() << " of at most " << o.epochs()
+       << " epochs (--epochs), the schedule spanning them";
+    warn(os.str());
+  });
 }
 
 Experiment::~Experiment() = default;
@@ -161,7 +170,10 @@ void Experiment::check_learned(const TrainResult& result) const {
      << static_cast<int64_t>(result.history.epochs().size()) * train_loader_->batches_per_epoch() << " steps on "
      << splits_.train.samples().size() << " images ("
      << *std::min_element(train_counts.begin(), train_counts.end())
-     << " in the smallest class). Try more epochs (--epochs " << 3 * options.epochs()
+     << " in the smallest class). Try more epochs ("
+     << (options.time_budget_minutes() > 0
+             ? "a larger --time-budget-minutes, or --epochs without one"
+             : "--epochs " + std::to_string(3 * options.epochs()))
      << "), more images per class, starting from trained weights (--init-weights), or check that the class "
         "folders hold what their names say";
   warn(os.str());
@@ -204,7 +216,12 @@ TrainResult Experiment::fit() {
   const int64_t world = trainer_->world_size();
   if (world > 1) train_loader_->set_shard(trainer_->rank(), world);  // as fit() will: this rank's share
   std::ostringstream plan;
-  plan << "training: " << options.epochs() << " epochs, ";
+  if (options.time_budget_minutes() > 0 && !trainer_->epochs_fixed_by_budget()) {
+    plan << "training: at most " << options.epochs() << " epochs, as many as fit " << options.time_budget_minutes()
+         << " min at the pace of the first, ";
+  } else {
+    plan << "training: " << trainer_->planned_epochs() << " epochs, ";
+  }
   if (world > 1) {
     plan << "on " << world << " processes, " << train_loader_->batches_per_epoch() << " steps per epoch of "
          << world << " x " << data_.batch_size() << " = " << world * data_.batch_size() << " images";

@@ -13,6 +13,7 @@ nlohmann::json RunState::to_json(const TrainerOptions& options) const {
           {"best_accuracy", std::isnan(best_accuracy) ? nlohmann::json(nullptr) : nlohmann::json(best_accuracy)},
           {"epochs_without_improvement", epochs_without_improvement},
           {"schedule", schedule},
+          {"planned_epochs", planned_epochs},
           {"average_updates", average_updates},
           {"options", options.to_json()},
           {"metadata", metadata},
@@ -38,6 +39,8 @@ RunState RunState::from_json(const nlohmann::json& state, const std::string& nam
   s.best_accuracy = field("best_accuracy").is_number() ? field("best_accuracy").get<double>() : NAN;
   s.epochs_without_improvement = integer(field("epochs_without_improvement"), "epochs_without_improvement");
   s.schedule = field("schedule");
+  s.planned_epochs = integer(state.value("planned_epochs", nlohmann::json(0)), "planned_epochs");
+  TORCH_CHECK(s.planned_epochs >= 0, name, ": a negative planned_epochs in the run state (damaged checkpoint?)");
   s.average_updates = integer(state.value("average_updates", nlohmann::json(0)), "average_updates");
   TORCH_CHECK(s.average_updates >= 0, name, ": a negative average_updates in the run state (damaged checkpoint?)");
   s.metadata = state.value("metadata", nlohmann::json());

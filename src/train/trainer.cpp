@@ -97,12 +97,20 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
   }
   parallel_.start(train, test, *module_, /*keep_buffers=*/resumed_ && state_.batch > 0);
   LearningRateSchedule schedule(options_, train.batches_per_epoch());
+  schedule.set_epochs(planned_epochs());
   if (!state_.schedule.is_null()) schedule.from_json(state_.schedule);
+  // A time budget is measured from here; the first epoch's share trained in this session scales
+  // its time when a run resumed in the middle of it.
+  const auto fit_started = std::chrono::steady_clock::now();
+  const double first_epoch_share =
+      state_.epoch == 0 ? 1.0 - static_cast<double>(state_.batch) /
+                                    static_cast<double>(std::max<int64_t>(1, train.batches_per_epoch()))
+                        : 1.0;
   // The average starts at the weights every rank starts with (resume restored it already).
   if (options_.ema_decay() > 0 && !average_) average_.emplace(*module_, options_.ema_decay());
 
   TrainResult result;
-  for (int64_t epoch = state_.epoch; epoch < options_.epochs(); ++epoch) {
+  for (int64_t epoch = state_.epoch; epoch < planned_epochs(); ++epoch) {
     const auto started = std::chrono::steady_clock::now();
     EpochMetrics metrics;
     metrics.epoch = epoch + 1;
@@ -173,11 +181,19 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
     averaged.reset();
     state_.epoch = epoch + 1;
     state_.schedule = schedule.to_json();
+    if (epoch == 0 && options_.time_budget_minutes() > 0 && state_.planned_epochs == 0) {
+      // The time budget fixes the epoch count at the first epoch's pace (training and evaluation,
+      // the slowest rank's); last.pt, written next, records it for a resumed run.
+      const double seconds = parallel_.max({seconds_since(fit_started) / std::max(first_epoch_share, 1e-3)}).at(0);
+      state_.planned_epochs = epochs_within_budget(60.0 * options_.time_budget_minutes(), seconds, options_.epochs());
+      schedule.set_epochs(state_.planned_epochs);
+    }
     if (folder) {
       if (improved) write_checkpoint(folder->best_checkpoint(), /*full=*/false);
       write_checkpoint(folder->last_checkpoint(), /*full=*/true);
       if (writes) folder->write_history(state_.history);
     }
+
     for (auto& callback : epoch_callbacks_) callback(metrics);
     if (options_.early_stopping_patience() > 0 &&
         state_.epochs_without_improvement >= options_.early_stopping_patience()) {
@@ -191,7 +207,7 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
                           : stop_requested_.load();
     if (stop) {
       stop_requested_ = true;
-      result.interrupted = state_.epoch < options_.epochs();
+      result.interrupted = state_.epoch < planned_epochs();
       break;
     }
   }
@@ -209,6 +225,10 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
   result.best_epoch = state_.best_epoch;
   result.best_accuracy = state_.best_accuracy;
   return result;
+}
+
+int64_t Trainer::planned_epochs() const {
+  return state_.planned_epochs > 0 ? std::min(state_.planned_epochs, options_.epochs()) : options_.epochs();
 }
 
 Evaluation Trainer::evaluate(BatchSource& source) {
@@ -316,7 +336,7 @@ bool Trainer::train_epoch(BatchSource& train, int64_t epoch, LearningRateSchedul
     if (!batch_callbacks_.empty()) {
       BatchEvent event;
       event.epoch = epoch + 1;
-      event.epochs = options_.epochs();
+      event.epochs = planned_epochs();
       event.batch = batch_index;
       event.batches = batches;
       event.loss = running.loss();

@@ -147,6 +147,14 @@ struct TrainerOptions {
   /// evaluation, the best epoch, best.pt and the weights `fit` ends with are the average's; last.pt
   /// holds both. 0 disables; 0.999 averages over about the last thousand steps.
   TORCH_ARG(double, ema_decay) = 0.0;
+  /// Wall-time budget of `fit`, in minutes; 0 disables. With a budget, `epochs` is an upper bound:
+  /// when the first epoch is done (training, evaluation and checkpoints), the run fixes its epoch
+  /// count to the most that fit the budget at that epoch's pace, at least 1 and at most `epochs`,
+  /// and the schedule spans that count (`Trainer::planned_epochs`; recorded in last.pt, so a
+  /// resumed run keeps it). The first epoch's learning rates must not depend on the count: the
+  /// cosine schedule needs warmup_epochs >= 1, and onecycle cannot be used. A run trains the same
+  /// as one given that epoch count; only the count depends on the machine's speed.
+  TORCH_ARG(double, time_budget_minutes) = 0.0;
   /// Stop when the test accuracy has not improved for this many epochs; 0 disables.
   TORCH_ARG(int64_t, early_stopping_patience) = 0;
   /// What picks the best epoch (best.pt, the weights `fit` ends with, early stopping). Without a
@@ -224,6 +232,7 @@ struct TrainerOptions {
     visit("mixup_alpha", &T::mixup_alpha_, "MixUp: Beta(alpha, alpha) mixing of image pairs (0 = off)", at_least(0));
     visit("cutmix_alpha", &T::cutmix_alpha_, "CutMix: Beta(alpha, alpha) box pasting (0 = off; with MixUp, one of the two per batch)", at_least(0));
     visit("ema_decay", &T::ema_decay_, "evaluate and keep an exponential moving average of the weights with this decay per step (0 = off; 0.999: about the last 1000 steps)", between(0, 1, false, true));
+    visit("time_budget_minutes", &T::time_budget_minutes_, "wall-time budget in minutes: after the first epoch, the epoch count is fixed to what fits at that pace (at most epochs; 0 = off; cosine needs warmup_epochs >= 1, not with onecycle)", at_least(0));
     visit("early_stopping_patience", &T::early_stopping_patience_, "stop after this many epochs without a better best_metric (0 = off)", between(0, 100000));
     visit("best_metric", &T::best_metric_, "what picks the best epoch (best.pt, early stopping): accuracy, macro_f1 (every class counts the same) or loss", any());
     visit("device", &T::device_, "cpu, cuda or cuda:N", any());
@@ -249,6 +258,16 @@ struct TrainerOptions {
                 "TrainerOptions: the multistep scheduler needs milestones");
     TORCH_CHECK(min_lr_ <= lr_, "TrainerOptions: min_lr must be in [0, lr], got ", min_lr_,
                 " with lr ", lr_);
+    if (time_budget_minutes_ > 0) {
+      TORCH_CHECK(scheduler_ != ScheduleKind::onecycle,
+                  "TrainerOptions: time_budget_minutes fixes the epoch count after the first epoch, but "
+                  "the onecycle schedule's first epoch depends on that count: use the cosine schedule "
+                  "with warmup_epochs >= 1, or give epochs without a time budget");
+      TORCH_CHECK(scheduler_ != ScheduleKind::cosine || warmup_epochs_ >= 1.0,
+                  "TrainerOptions: time_budget_minutes fixes the epoch count after the first epoch, but "
+                  "with warmup_epochs ", warmup_epochs_, " the cosine schedule's first epoch depends on "
+                  "that count: set warmup_epochs to 1 or more (the recommended recipe's is 1)");
+    }
     try {
       torch::Device parsed(device_);
       TORCH_CHECK(parsed.is_cpu() || parsed.is_cuda(), "unsupported");

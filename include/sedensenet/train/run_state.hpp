@@ -25,6 +25,9 @@ struct RunState {
   double best_accuracy = NAN;
   int64_t epochs_without_improvement = 0;
   nlohmann::json schedule;  ///< `LearningRateSchedule::to_json`
+  /// The epoch count a time budget fixed after the first epoch (`TrainerOptions::time_budget_minutes`);
+  /// 0 when none did, and the run trains `TrainerOptions::epochs`.
+  int64_t planned_epochs = 0;
   /// Updates of the weight average (`WeightAverage::updates`; 0 without `ema_decay`). The average
   /// itself is in last.pt's extra tensors, as "average/<name>".
   int64_t average_updates = 0;

@@ -62,6 +62,10 @@ class LearningRateSchedule {
     return lr;
   }
 
+  /// Sets the number of epochs the schedule spans (a time budget fixes it after the first epoch:
+  /// `TrainerOptions::time_budget_minutes`).
+  void set_epochs(int64_t epochs) { o_.epochs(epochs); }
+
   /// Tells the plateau schedule the epoch's test loss (other schedules ignore it).
   void observe(double test_loss) {
     if (o_.scheduler() != ScheduleKind::plateau) return;
@@ -90,5 +94,15 @@ class LearningRateSchedule {
   double best_ = 1e300;
   int64_t bad_epochs_ = 0;
 };
+
+/// The epochs a run with a time budget trains: as many as fit `budget_seconds` when each takes
+/// `first_epoch_seconds` (the first one's time, evaluation and checkpoints included), at least 1
+/// (the first is done) and at most `max_epochs`.
+inline int64_t epochs_within_budget(double budget_seconds, double first_epoch_seconds, int64_t max_epochs) {
+  if (!(first_epoch_seconds > 0)) return max_epochs;
+  const double fit = std::floor(budget_seconds / first_epoch_seconds);
+  if (!(fit >= 1)) return std::min<int64_t>(1, max_epochs);
+  return fit >= static_cast<double>(max_epochs) ? max_epochs : static_cast<int64_t>(fit);
+}
 
 }  // namespace sedensenet

@@ -153,7 +153,13 @@ class Trainer {
   /// (`request_stop`) in the middle of an epoch, or resumed from such a checkpoint.
   int64_t batches_into_epoch() const { return state_.batch; }
 
-  /// Trains until `options.epochs()` epochs are complete (or early stopping, or request_stop()).
+  /// The epochs this run trains: `TrainerOptions::epochs`, or, with a time budget, the count fixed
+  /// when the first epoch ended (until then, `epochs`).
+  int64_t planned_epochs() const;
+  /// Whether a time budget has fixed `planned_epochs`.
+  bool epochs_fixed_by_budget() const { return state_.planned_epochs > 0; }
+
+  /// Trains until `planned_epochs()` epochs are complete (or early stopping, or request_stop()).
   /// `test` may be null (then the best model is the last one). A run folder that holds another
   /// run's files is refused (`TrainingError`) unless this run was resumed from it, an earlier
   /// `fit` of this trainer wrote it, or `TrainerOptions::overwrite` is set.
