@@ -154,6 +154,16 @@ expect_error "a flag's range" "must be in (0, 1]" "$tool" train "$data" "${commo
 expect_error "multistep without milestones" "needs milestones" "$tool" train "$data" "${common[@]}" \
   --scheduler multistep --run-dir "$work/run-nomilestones"
 
+# A time budget: the count is fixed after epoch 1 and printed; a first epoch that depends on it is refused.
+expect_error "time budget with onecycle" "onecycle" "$tool" train "$data" "${common[@]}" \
+  --time-budget-minutes 5 --scheduler onecycle --run-dir "$work/run-onecycle"
+expect_ok "time budget" "$tool" train "$data" "${common[@]}" --epochs 3 --time-budget-minutes 0.000001 \
+  --run-dir "$work/run-budget"
+contains "$work/out.txt" "as many as fit"
+contains "$work/out.txt" "so the run trains 1 of at most 3 epochs"
+python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-budget/history.csv')))) == 1" \
+  || fail "time budget: history.csv should hold the one epoch that fit"
+
 # evaluate: metrics and confusion matrix, JSON output.
 expect_ok "evaluate" "$tool" evaluate --weights "$work/run/best.pt" "$data" --threads 2 --output "$work/eval.json"
 contains "$work/out.txt" "accuracy"
