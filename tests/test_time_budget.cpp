@@ -121,9 +121,9 @@ TEST_CASE("A time budget fixes the epoch count after the first epoch; the run is
   }
 
   SECTION("a budget for two epochs of a slow first one: the same as epochs 2, schedule included") {
-    // Epoch 1 sleeps 2 x 1 s, so it takes 2 s and a little; 5.9 s hold two such epochs as long as
-    // the little stays under 0.95 s.
-    auto budget = train(TrainerOptions(options).epochs(6).time_budget_minutes(5.9 / 60), /*slow_first_epoch=*/1.0);
+    // Epoch 1 sleeps 2 x 2 s, so it takes 4 s and a little; 11.9 s hold two such epochs (and not
+    // three) as long as the little stays under 1.95 s, even under the sanitizers.
+    auto budget = train(TrainerOptions(options).epochs(6).time_budget_minutes(11.9 / 60), /*slow_first_epoch=*/2.0);
     auto two = train(TrainerOptions(options).epochs(2));
     CHECK(budget.planned == 2);
     check_same_run(budget, two);  // the cosine schedule ended at min_lr after epoch 2, as two's did

@@ -92,7 +92,12 @@ void ProgressPrinter::batch(const BatchEvent& e) {
   // epochs finished so far (evaluation included), or this one's projected duration.
   const double epoch_seconds = finished_epochs_ > 0 ? finished_epoch_seconds_ / static_cast<double>(finished_epochs_)
                                                     : (fraction > 0 ? e.elapsed_seconds / fraction : 0.0);
-  const double run_eta = epoch_eta + static_cast<double>(e.epochs - e.epoch) * epoch_seconds;
+  double run_eta = epoch_eta + static_cast<double>(e.epochs - e.epoch) * epoch_seconds;
+  // With a time budget that has not fixed the count yet (the first epoch), `epochs` is only the
+  // upper bound: the run ends within the budget.
+  if (trainer_ != nullptr && trainer_->options().time_budget_minutes() > 0 && !trainer_->epochs_fixed_by_budget()) {
+    run_eta = std::min(run_eta, std::max(epoch_eta, 60.0 * trainer_->options().time_budget_minutes() - e.elapsed_seconds));
+  }
   const std::string eta = "ETA " + clock(epoch_eta) + (e.epoch < e.epochs ? ", run " + clock(run_eta) : "");
   const std::string head = "epoch " + std::to_string(e.epoch) + "/" + std::to_string(e.epochs);
   const std::string pct = number(100 * fraction, "%3.0f") + "%";
