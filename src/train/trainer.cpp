@@ -193,7 +193,6 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
       write_checkpoint(folder->last_checkpoint(), /*full=*/true);
       if (writes) folder->write_history(state_.history);
     }
-
     for (auto& callback : epoch_callbacks_) callback(metrics);
     if (options_.early_stopping_patience() > 0 &&
         state_.epochs_without_improvement >= options_.early_stopping_patience()) {

@@ -148,7 +148,7 @@ struct TrainerOptions {
   /// holds both. 0 disables; 0.999 averages over about the last thousand steps.
   TORCH_ARG(double, ema_decay) = 0.0;
   /// Wall-time budget of `fit`, in minutes; 0 disables. With a budget, `epochs` is an upper bound:
-  /// when the first epoch is done (training, evaluation and checkpoints), the run fixes its epoch
+  /// when the first epoch is done (its training and evaluation), the run fixes its epoch
   /// count to the most that fit the budget at that epoch's pace, at least 1 and at most `epochs`,
   /// and the schedule spans that count (`Trainer::planned_epochs`; recorded in last.pt, so a
   /// resumed run keeps it). The first epoch's learning rates must not depend on the count: the

@@ -96,7 +96,7 @@ class LearningRateSchedule {
 };
 
 /// The epochs a run with a time budget trains: as many as fit `budget_seconds` when each takes
-/// `first_epoch_seconds` (the first one's time, evaluation and checkpoints included), at least 1
+/// `first_epoch_seconds` (the first one's time, evaluation included), at least 1
 /// (the first is done) and at most `max_epochs`.
 inline int64_t epochs_within_budget(double budget_seconds, double first_epoch_seconds, int64_t max_epochs) {
   if (!(first_epoch_seconds > 0)) return max_epochs;
