@@ -77,7 +77,7 @@ Experiment::Experiment(std::filesystem::path data_dir, DenseNetOptions model, Tr
     const auto& o = trainer_->options();
     if (m.epoch != 1 || !trainer_->epochs_fixed_by_budget()) return;
     std::ostringstream os;
-    os << std::fixed << std::setprecision(0) << "time budget " << o.time_budget_minutes() << " min: epoch 1 took "
+    os << "time budget " << o.time_budget_minutes() << " min: epoch 1 took " << std::fixed << std::setprecision(0)
        << m.seconds << " s, so the run trains " << trainer_->planned_epochs() << " of at most " << o.epochs()
        << " epochs (--epochs), the schedule spanning them";
     warn(os.str());

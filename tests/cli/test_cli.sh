@@ -160,6 +160,7 @@ expect_error "time budget with onecycle" "onecycle" "$tool" train "$data" "${com
 expect_ok "time budget" "$tool" train "$data" "${common[@]}" --epochs 3 --time-budget-minutes 0.000001 \
   --run-dir "$work/run-budget"
 contains "$work/out.txt" "as many as fit"
+contains "$work/out.txt" "time budget 1e-06 min: epoch 1 took"
 contains "$work/out.txt" "so the run trains 1 of at most 3 epochs"
 python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-budget/history.csv')))) == 1" \
   || fail "time budget: history.csv should hold the one epoch that fit"
