@@ -17,6 +17,7 @@
 #include "sedensenet/train/optimizer_state.hpp"
 #include "sedensenet/train/run_folder.hpp"
 #include "sedensenet/train/schedule.hpp"
+#include "sedensenet/util/allocator.hpp"
 #include "sedensenet/util/errors.hpp"
 #include "sedensenet/util/threads.hpp"
 #include "sedensenet/util/torch_compat.hpp"
@@ -65,6 +66,9 @@ void Trainer::set_communicator(std::shared_ptr<Communicator> communicator, doubl
 
 TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
   stop_requested_ = false;
+  // CPU training: freed activation blocks stay in the process, placed so that they do not
+  // fragment it (sedensenet/util/allocator.hpp); once per process.
+  if (device_.is_cpu()) keep_freed_memory();
   const std::optional<RunFolder> folder =
       options_.run_dir().empty() ? std::nullopt : std::optional<RunFolder>(RunFolder(options_.run_dir()));
   const bool writes = folder && rank() == 0;

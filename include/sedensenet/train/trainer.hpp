@@ -163,6 +163,8 @@ class Trainer {
   /// `test` may be null (then the best model is the last one). A run folder that holds another
   /// run's files is refused (`TrainingError`) unless this run was resumed from it, an earlier
   /// `fit` of this trainer wrote it, or `TrainerOptions::overwrite` is set.
+  /// On the CPU it first calls `keep_freed_memory()`, the library's CPU memory pool for the
+  /// process (sedensenet/util/allocator.hpp).
   TrainResult fit(BatchSource& train, BatchSource* test = nullptr);
 
   /// Loss, top-1 and top-5 accuracy and the confusion matrix of the model on `source` (eval mode,

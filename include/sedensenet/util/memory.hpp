@@ -45,6 +45,10 @@ class CountingCpuAllocator final : public c10::Allocator {
   c10::DeleterFnPtr raw_deleter() const override { return &CountingCpuAllocator::release; }
 
   int64_t current() const { return current_.load(std::memory_order_relaxed); }
+  /// The allocator the blocks come from; `set_wrapped` changes it for blocks allocated from now
+  /// on (each block keeps its own deleter).
+  c10::Allocator* wrapped() const { return wrapped_.load(); }
+  void set_wrapped(c10::Allocator* allocator) { wrapped_.store(allocator); }
   int64_t peak() const { return peak_.load(std::memory_order_relaxed); }
   /// Starts a new peak window at the current level; returns the previous window's peak.
   int64_t restart_peak() { return peak_.exchange(current()); }
@@ -72,7 +76,7 @@ class CountingCpuAllocator final : public c10::Allocator {
       if (it == self->blocks_.end()) {
         // Allocated with raw_allocate before the counter was installed and released through the
         // current allocator's raw deleter (oneDNN does this): free it the way it was allocated.
-        auto deleter = self->wrapped_->raw_deleter();
+        auto deleter = self->wrapped()->raw_deleter();
         TORCH_INTERNAL_ASSERT(deleter != nullptr, "MemoryTracker: unknown CPU block");
         deleter(data);
         return;
@@ -92,7 +96,7 @@ class CountingCpuAllocator final : public c10::Allocator {
 
   c10::DataPtr allocate_counted(size_t bytes) const {
     auto* self = const_cast<CountingCpuAllocator*>(this);
-    c10::DataPtr inner = wrapped_->allocate(bytes);
+    c10::DataPtr inner = wrapped()->allocate(bytes);
     void* data = inner.get();
     const c10::Device device = inner.device();
     if (data == nullptr) return inner;  // zero-byte allocations: nothing to count
@@ -109,7 +113,7 @@ class CountingCpuAllocator final : public c10::Allocator {
     return c10::DataPtr(data, data, &CountingCpuAllocator::release, device);
   }
 
-  c10::Allocator* wrapped_;
+  std::atomic<c10::Allocator*> wrapped_;
   std::mutex mutex_;
   std::unordered_map<void*, Block> blocks_;
   std::atomic<int64_t> current_{0};
