@@ -8,6 +8,7 @@
 #include <torch/nn/modules/conv.h>
 
 #include <ATen/ATen.h>
+#include <c10/util/strides.h>
 
 #include <array>
 #include <cstdint>
@@ -152,6 +153,18 @@ inline torch::Tensor recompute_norm_relu(const torch::Tensor& x, const torch::Te
                                : fused_norm_relu_recompute(x, weight, bias, mean, invstd);
 }
 
+/// A contiguous tensor with x's sizes and type for `convolution_backward`'s input argument when
+/// it computes only the input's gradient, which reads the input's sizes, not its values: x itself
+/// when contiguous, else an alias over x's own memory when it is large enough (the channels
+/// `buffer[:, :C]` of a shared block), else undefined.
+inline torch::Tensor input_shape_of(const torch::Tensor& x) {
+  if (x.is_contiguous()) return x;
+  const auto needed = (x.storage_offset() + x.numel()) * static_cast<int64_t>(x.element_size());
+  if (!x.has_storage() || static_cast<int64_t>(x.storage().nbytes()) < needed) return {};
+  return at::empty({0}, x.options())
+      .set_(x.storage(), x.storage_offset(), x.sizes(), c10::contiguous_strides(x.sizes()));
+}
+
 /// Back-propagates `grad_out` through conv(relu(batch_norm(x))), recomputing the activation from
 /// the saved statistics and applying the convolution's backward directly (no second forward of
 /// the convolution). `packed_mask`: the forward's ReLU mask (`NormReLUStep::mask`), undefined on
@@ -166,32 +179,54 @@ inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
     std::array<bool, 4> needs, const torch::Tensor& grad_x_into = torch::Tensor()) {
   const auto& [stride, padding, dilation, groups, eps] = geometry;
   const bool fused = !packed_mask.defined();
-
-  auto activated = recompute_norm_relu(x, norm_weight, norm_bias, mean, invstd, packed_mask);
-
   const bool need_activation_grad = needs[0] || needs[1] || needs[2];
   // Under autocast the forward's convolution ran in a lower precision: its output's type, which
   // the incoming gradient has. The backward runs it in that type too (the same rounded input and
   // weight), as autograd would through autocast's casts, and hands back gradients in the types of
   // the batch norm's output (x's) and of the weight.
   const auto conv_type = grad_out.scalar_type();
-  const bool cast = conv_type != activated.scalar_type() || conv_type != conv_weight.scalar_type();
-  auto [grad_activated, grad_conv_weight, unused_bias_grad] = at::convolution_backward(
-      grad_out, cast ? activated.to(conv_type) : activated,
-      cast ? conv_weight.to(conv_type) : conv_weight, /*bias_sizes=*/c10::nullopt, stride,
-      padding, dilation, /*transposed=*/false, /*output_padding=*/{0, 0}, groups,
-      {need_activation_grad, needs[3], false});
-  (void)unused_bias_grad;
-  if (cast && grad_activated.defined()) grad_activated = grad_activated.to(x.scalar_type());
-  if (cast && grad_conv_weight.defined()) {
-    grad_conv_weight = grad_conv_weight.to(conv_weight.scalar_type());
+  const bool cast = conv_type != x.scalar_type() || conv_type != conv_weight.scalar_type();
+  auto convolution_backward = [&](const torch::Tensor& input, std::array<bool, 3> mask) {
+    return at::convolution_backward(grad_out, input, cast ? conv_weight.to(conv_type) : conv_weight,
+                                    /*bias_sizes=*/c10::nullopt, stride, padding, dilation,
+                                    /*transposed=*/false, /*output_padding=*/{0, 0}, groups, mask);
+  };
+
+  // The weight's gradient first, from the recomputed activation, which is then released: the
+  // input's gradient does not read it. So a layer's backward never holds the activation, its
+  // gradient and the convolution's own copy of either at once (one input-sized tensor less at
+  // the peak); the convolution's two products are computed by the same kernels as in one call.
+  torch::Tensor grad_activated, grad_conv_weight;
+  torch::Tensor activated;
+  if (needs[3]) {
+    activated = recompute_norm_relu(x, norm_weight, norm_bias, mean, invstd, packed_mask);
+    grad_conv_weight =
+        std::get<1>(convolution_backward(cast ? activated.to(conv_type) : activated,
+                                         {false, true, false}));
+    if (cast) grad_conv_weight = grad_conv_weight.to(conv_weight.scalar_type());
   }
+  if (need_activation_grad) {
+    // Only the input's sizes matter here: x when it is contiguous (no copy), else a contiguous
+    // alias of x's own memory, else the activation.
+    auto shape = input_shape_of(x);
+    if (!shape.defined()) {
+      if (!activated.defined()) {
+        activated = recompute_norm_relu(x, norm_weight, norm_bias, mean, invstd, packed_mask);
+      }
+      shape = activated;
+    }
+    activated = torch::Tensor();
+    grad_activated = std::get<0>(convolution_backward(
+        cast ? shape.to(conv_type) : shape, {true, false, false}));
+    shape = torch::Tensor();
+    if (cast) grad_activated = grad_activated.to(x.scalar_type());
+  }
+  activated = torch::Tensor();
 
   std::array<torch::Tensor, 4> grads;
   grads[3] = needs[3] ? grad_conv_weight : torch::Tensor();
   if (need_activation_grad && fused) {
     // The fused backward applies the forward's ReLU mask (recomputed from x) itself.
-    activated = torch::Tensor();
     auto [grad_x, grad_weight, grad_bias] = fused_norm_relu_backward(
         grad_activated, x, norm_weight, norm_bias, mean, invstd, needs[0], grad_x_into);
     grads[0] = needs[0] ? grad_x : torch::Tensor();
@@ -199,9 +234,7 @@ inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
     grads[2] = needs[2] ? grad_bias : torch::Tensor();
   } else if (need_activation_grad) {
     // The ReLU's backward in place with the forward's mask (the activation's gradient is not
-    // needed afterwards), after releasing the activation, before the batch-norm backward
-    // allocates: the backward's transient peak is three tensors of the layer input's size.
-    activated = torch::Tensor();
+    // needed afterwards), before the batch-norm backward allocates.
     auto& grad_normalized =
         grad_activated.masked_fill_(unpack_relu_mask(packed_mask, grad_activated).logical_not(), 0);
     auto [grad_x, grad_weight, grad_bias] = at::native_batch_norm_backward(
