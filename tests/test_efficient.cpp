@@ -402,6 +402,63 @@ TEST_CASE("A shared-storage block is one autograd node with no concatenation, ex
   }
 }
 
+TEST_CASE("A shared block accumulates into the incoming gradient only when no one else holds it",
+          "[efficient][shared]") {
+  const auto mode = GENERATE(MemoryMode::shared, MemoryMode::shared_ultra);
+  torch::manual_seed(3);
+  DenseBlock<DenseLayer<SEBlock<>>> block(DenseBlockOptions(3, DenseLayerOptions(5, 4)));
+  block->to(torch::kDouble);
+  DenseBlock<DenseLayer<SEBlock<>>> reference(
+      std::dynamic_pointer_cast<DenseBlockImpl<DenseLayer<SEBlock<>>>>(block->clone()));
+  block->set_memory(mode);
+  block->train();
+  reference->train();
+  const auto x = torch::randn({2, 5, 4, 4}, torch::kDouble);
+  // The input's gradient when the block owns the incoming one (a fresh product of MulBackward).
+  auto xa = x.clone().requires_grad_(true);
+  auto ya = reference->forward(xa);
+  const auto weights = torch::randn_like(ya);
+  (ya * weights).sum().backward();
+
+  auto run = [&](auto&& backward) {
+    auto xb = x.clone().requires_grad_(true);
+    auto yb = block->forward(xb);
+    REQUIRE(block->uses_shared_path(xb));
+    backward(yb);
+    CHECK(scaled_difference(xb.grad(), xa.grad()) <= 1e-12);
+  };
+  SECTION("a gradient the caller passes and keeps is left as it was") {
+    const auto given = weights.clone();
+    run([&](torch::Tensor& y) { y.backward(given); });
+    CHECK(torch::equal(given, weights));
+  }
+  SECTION("a gradient a hook keeps is left as it was") {
+    torch::Tensor seen;
+    run([&](torch::Tensor& y) {
+      y.register_hook([&](const torch::Tensor& g) { seen = g; });
+      (y * weights).sum().backward();
+    });
+    REQUIRE(seen.defined());
+    CHECK(torch::equal(seen, weights));
+  }
+  SECTION("a retained gradient is the output's own") {
+    torch::Tensor output;
+    run([&](torch::Tensor& y) {
+      y.retain_grad();
+      output = y;
+      (y * weights).sum().backward();
+    });
+    CHECK(torch::equal(output.grad(), weights));
+  }
+  SECTION("torch::autograd::grad of the output and the input together") {
+    auto xb = x.clone().requires_grad_(true);
+    auto yb = block->forward(xb);
+    auto grads = torch::autograd::grad({(yb * weights).sum()}, {yb, xb});
+    CHECK(torch::equal(grads[0], weights));
+    CHECK(scaled_difference(grads[1], xa.grad()) <= 1e-12);
+  }
+}
+
 TEST_CASE("Efficient and standard dense layers agree under bf16 autocast", "[efficient][autocast]") {
   auto mode = GENERATE(MemoryMode::efficient, MemoryMode::efficient_input_only, MemoryMode::shared,
                        MemoryMode::shared_ultra);

@@ -58,6 +58,46 @@ Offsets offsets_of(const SharedBlockPlan& plan, int64_t in_channels) {
   return o;
 }
 
+// How many references to the incoming gradient a custom function's backward sees when nothing
+// but the autograd engine holds it (the engine's own copies plus the argument): measured once,
+// since LibTorch versions differ. A gradient with exactly this many, and no other tensor on its
+// memory, is one no one else can see: the backward may accumulate into it.
+struct ReferenceProbe : public torch::autograd::Function<ReferenceProbe> {
+  static torch::Tensor forward(torch::autograd::AutogradContext*, const torch::Tensor& x) {
+    return x.clone();
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext*,
+                                                 torch::autograd::variable_list grad_outputs) {
+    seen() = static_cast<int64_t>(grad_outputs[0].use_count());
+    return {grad_outputs[0]};
+  }
+  static int64_t& seen() {
+    static int64_t references = -1;
+    return references;
+  }
+};
+
+int64_t engine_gradient_references() {
+  static const int64_t references = [] {
+    torch::AutoGradMode enable_grad(true);
+    auto x = torch::zeros({2}).requires_grad_(true);
+    // The gradient reaching the probe is MulBackward's product: fresh and held by nothing else.
+    (ReferenceProbe::apply(x) * 2.0).sum().backward();
+    return ReferenceProbe::seen();  // -1 if it never ran: then the gradient is always copied
+  }();
+  return references;
+}
+
+// Whether the block's backward may accumulate into the incoming gradient `g` in place rather than
+// into a copy: the block output's own shape and layout, and referred to by no one but the engine
+// (no hook, no retained or captured gradient, no other view of its memory).
+bool owns_incoming_gradient(const torch::Tensor& g, const torch::Tensor& buffer) {
+  return g.defined() && !g.requires_grad() && g.is_contiguous() && g.sizes() == buffer.sizes() &&
+         g.dtype() == buffer.dtype() && g.device() == buffer.device() && g.has_storage() &&
+         g.storage().use_count() == 1 &&
+         static_cast<int64_t>(g.use_count()) == engine_gradient_references();
+}
+
 c10::intrusive_ptr<SharedBlockPlan> plan_of(torch::autograd::AutogradContext* ctx) {
   return c10::static_intrusive_pointer_cast<SharedBlockPlan>(ctx->saved_data["plan"].toCapsule());
 }
@@ -139,10 +179,17 @@ struct SharedBlockFunction : public torch::autograd::Function<SharedBlockFunctio
     }
 
     // The gradient of every feature map, accumulated in place: the layers' contributions to
-    // their inputs are added to its first C_i channels.
-    auto grad = grad_outputs[0].defined()
-                    ? grad_outputs[0].clone(at::MemoryFormat::Contiguous)
-                    : torch::zeros_like(buffer, at::MemoryFormat::Contiguous);
+    // their inputs are added to its first C_i channels. That is the incoming gradient itself
+    // when no one else can see it (one block-sized tensor less at the backward's peak), else a
+    // copy.
+    torch::Tensor grad;
+    if (owns_incoming_gradient(grad_outputs[0], buffer)) {
+      grad = std::move(grad_outputs[0]);
+    } else {
+      grad = grad_outputs[0].defined() ? grad_outputs[0].clone(at::MemoryFormat::Contiguous)
+                                       : torch::zeros_like(buffer, at::MemoryFormat::Contiguous);
+      grad_outputs[0] = torch::Tensor();
+    }
 
     for (size_t r = n; r-- > 0;) {
       if (!needs_before[r + 1]) continue;  // nothing up to this layer needs a gradient
@@ -244,6 +291,7 @@ torch::Tensor shared_block_forward(const torch::Tensor& x,
     parameters.push_back(layer.conv2->weight);
     for (const auto& a : layer.attention_parameters) parameters.push_back(a);
   }
+  engine_gradient_references();  // measured here, outside any backward pass, once
   // As a TensorList, so that autograd sees each parameter (a vector would be one opaque argument).
   return SharedBlockFunction::apply(x, torch::TensorList(parameters), std::move(plan));
 }
