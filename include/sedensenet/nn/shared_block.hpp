@@ -13,7 +13,8 @@
 /// the batch mean and 1/std of both norms (plus their ReLU masks off the fused kernels: one bit
 /// per element). Everything else is recomputed from the buffer.
 ///
-/// Backward: the gradient of the whole buffer is copied once into a block-sized accumulator; the
+/// Backward: the gradient of the whole buffer accumulates in the incoming gradient itself when
+/// only the autograd engine holds it, else in a block-sized copy of it; the
 /// layers run in reverse, each reads the complete gradient of its slice, back-propagates through
 /// the attention (re-run with autograd on conv2's kept output), conv2 and norm2, (in
 /// `shared_ultra`: recomputes conv1's output first), conv1 and norm1, and adds the gradient of
