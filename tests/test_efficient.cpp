@@ -450,6 +450,26 @@ TEST_CASE("A shared block accumulates into the incoming gradient only when no on
     });
     CHECK(torch::equal(output.grad(), weights));
   }
+  SECTION("an owned gradient saves one output-sized tensor at the backward's peak") {
+    // The only difference between the two runs: a hook that keeps the incoming gradient.
+    REQUIRE(sedensenet::detail::engine_gradient_references() > 0);
+    auto peak_of_backward = [&](bool hold) {
+      auto xb = x.clone().requires_grad_(true);
+      auto yb = block->forward(xb);
+      torch::Tensor kept;
+      if (hold) yb.register_hook([&](const torch::Tensor& g) { kept = g; });
+      MemoryTracker tracker(torch::kCPU);
+      (yb * weights).sum().backward();
+      tracker.stop();
+      CHECK(scaled_difference(xb.grad(), xa.grad()) <= 1e-12);
+      return tracker.peak_increase_bytes();
+    };
+    install_cpu_memory_tracking();
+    const auto owned = peak_of_backward(false);
+    const auto held = peak_of_backward(true);
+    const auto output_bytes = static_cast<int64_t>(ya.nbytes());
+    CHECK(held - owned >= output_bytes);
+  }
   SECTION("torch::autograd::grad of the output and the input together") {
     auto xb = x.clone().requires_grad_(true);
     auto yb = block->forward(xb);

@@ -77,16 +77,23 @@ struct ReferenceProbe : public torch::autograd::Function<ReferenceProbe> {
   }
 };
 
+}  // namespace
+
 int64_t engine_gradient_references() {
   static const int64_t references = [] {
     torch::AutoGradMode enable_grad(true);
     auto x = torch::zeros({2}).requires_grad_(true);
     // The gradient reaching the probe is MulBackward's product: fresh and held by nothing else.
     (ReferenceProbe::apply(x) * 2.0).sum().backward();
-    return ReferenceProbe::seen();  // -1 if it never ran: then the gradient is always copied
+    // LibTorch 1.13 to 2.x: the engine's list, the list built for the call and the argument. A
+    // count above that means something else held the probe's gradient: never accumulate in place.
+    const int64_t seen = ReferenceProbe::seen();
+    return seen >= 1 && seen <= 3 ? seen : -1;  // -1: the incoming gradient is always copied
   }();
   return references;
 }
+
+namespace {
 
 // Whether the block's backward may accumulate into the incoming gradient `g` in place rather than
 // into a copy: the block output's own shape and layout, and referred to by no one but the engine

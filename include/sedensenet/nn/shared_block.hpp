@@ -63,6 +63,11 @@ struct SharedBlockPlan : torch::CustomClassHolder {
   bool recompute_bottleneck = false;
 };
 
+/// How many references to its incoming gradient a custom autograd function's backward sees when
+/// only the engine holds the gradient: measured once per process (LibTorch versions differ), -1
+/// when the measurement is not one the shared block trusts (it then always copies the gradient).
+int64_t engine_gradient_references();
+
 /// Runs the block on the shared buffer in training mode, recording one autograd node. Returns
 /// the buffer: (N, C0 + sum of the layers' growth, H, W).
 torch::Tensor shared_block_forward(const torch::Tensor& x, c10::intrusive_ptr<SharedBlockPlan> plan);
