@@ -177,7 +177,7 @@ inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
     const torch::Tensor& norm_weight, const torch::Tensor& norm_bias, const torch::Tensor& mean,
     const torch::Tensor& invstd, const torch::Tensor& packed_mask, const torch::Tensor& conv_weight,
     std::array<bool, 4> needs, const torch::Tensor& grad_x_into = torch::Tensor()) {
-  const auto& [stride, padding, dilation, groups, eps] = geometry;
+  const double eps = geometry.eps;
   const bool fused = !packed_mask.defined();
   const bool need_activation_grad = needs[0] || needs[1] || needs[2];
   // Under autocast the forward's convolution ran in a lower precision: its output's type, which
@@ -188,8 +188,9 @@ inline std::array<torch::Tensor, 4> norm_relu_conv_backward(
   const bool cast = conv_type != x.scalar_type() || conv_type != conv_weight.scalar_type();
   auto convolution_backward = [&](const torch::Tensor& input, std::array<bool, 3> mask) {
     return at::convolution_backward(grad_out, input, cast ? conv_weight.to(conv_type) : conv_weight,
-                                    /*bias_sizes=*/c10::nullopt, stride, padding, dilation,
-                                    /*transposed=*/false, /*output_padding=*/{0, 0}, groups, mask);
+                                    /*bias_sizes=*/c10::nullopt, geometry.stride,
+                                    geometry.padding, geometry.dilation, /*transposed=*/false,
+                                    /*output_padding=*/{0, 0}, geometry.groups, mask);
   };
 
   // The weight's gradient first, from the recomputed activation, which is then released: the
