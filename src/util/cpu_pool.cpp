@@ -157,13 +157,12 @@ class CpuPool final : public c10::Allocator {
   }
 
   static void release(void* data) {
-    auto* self = instance();
+    auto* self = instance();  // set before any block is handed out with this deleter
     auto* p = static_cast<char*>(data);
-    if (self == nullptr || p < self->base_ || p >= self->base_ + self->reserved_) {
+    if (p < self->base_ || p >= self->base_ + self->reserved_) {
       // A small block (or one made while the range was full): the fallback allocator's, freed
       // as it frees its raw allocations.
-      c10::Allocator* fallback = self != nullptr ? self->fallback_ : c10::GetCPUAllocator();
-      fallback->raw_deleter()(data);
+      self->fallback_->raw_deleter()(data);
       return;
     }
     std::lock_guard<std::mutex> lock(self->mutex_);

@@ -13,7 +13,7 @@ namespace sedensenet {
 
 /// Sets up CPU memory for training; call once, early (before the model is built), in a program
 /// that trains on the CPU. Two parts:
-/// - CPU tensors of 1 MiB and more come from the library's pool: freed blocks stay in the process
+/// - CPU tensors of 128 KiB and more come from the library's pool: freed blocks stay in the process
 ///   for reuse (no page faults in the next step) and are placed best fit with their free
 ///   neighbours merged, so the process's memory stays near the peak of live tensors;
 /// - smaller blocks stay with glibc's malloc, told to keep freed memory too (blocks up to 32 MiB
