@@ -54,6 +54,7 @@ int main(int argc, char** argv) {
       auto options = (recipe == "reference" ? sedensenet::TrainerOptions::reference()
                                             : sedensenet::TrainerOptions::recommended())
                          .epochs(epochs)
+                         .min_steps(0)  // exactly --epochs for both recipes
                          .threads(threads)
                          .run_dir((std::filesystem::path(out) / recipe).string());
       data::ImageLoader train_loader(splits.train, train_transform,

@@ -102,7 +102,7 @@ int main(int argc, char** argv) {
                                .memory(sedensenet::memory_mode_from_string(memory));
       torch::manual_seed(0);
       sedensenet::DenseNet net(model_options);
-      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().epochs(1).threads(threads).channels_last(!nchw).ema_decay(ema));
+      sedensenet::Trainer trainer(net, sedensenet::TrainerOptions::recommended().min_steps(0).epochs(1).threads(threads).channels_last(!nchw).ema_decay(ema));
       std::chrono::steady_clock::time_point start;
       int64_t timed_images = 0;
       trainer.on_batch_end([&](const sedensenet::BatchEvent& e) {

@@ -200,7 +200,7 @@ TEST_CASE("Experiment warns when the model learned little, and says what to try"
   for (const char* name : {"b", "c"}) fs::copy(root / "a", root / name);
   std::FILE* log = std::tmpfile();
   REQUIRE(log != nullptr);
-  Experiment experiment(root, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().epochs(2).threads(2),
+  Experiment experiment(root, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().min_steps(0).epochs(2).threads(2),
                         DataOptions().image_size(12).batch_size(6).workers(1).train_fraction(0.5), log);
   const auto result = experiment.fit();
   REQUIRE(result.best_epoch >= 1);
@@ -218,7 +218,7 @@ TEST_CASE("Experiment warns when the model learned little, and says what to try"
   test::make_image_tree(unbalanced / "b", {"."}, {24}, 12);
   std::FILE* log1 = std::tmpfile();
   REQUIRE(log1 != nullptr);
-  Experiment lopsided(unbalanced, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().epochs(2).threads(2),
+  Experiment lopsided(unbalanced, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().min_steps(0).epochs(2).threads(2),
                       DataOptions().image_size(12).batch_size(6).workers(1).train_fraction(0.5), log1);
   lopsided.fit();
   CHECK_THAT(read_experiment_log(log1),
@@ -229,7 +229,7 @@ TEST_CASE("Experiment warns when the model learned little, and says what to try"
   test::make_image_tree(distinct, {"a", "b", "c"}, {12, 12, 12}, 12);
   std::FILE* log2 = std::tmpfile();
   REQUIRE(log2 != nullptr);
-  Experiment learns(distinct, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().epochs(30).threads(2),
+  Experiment learns(distinct, DenseNetOptions::densenet_bc(10, 4), TrainerOptions::recommended().min_steps(0).epochs(30).threads(2),
                     DataOptions().image_size(12).batch_size(6).workers(1).train_fraction(0.5).augment("none"), log2);
   const auto learned = learns.fit();
   const auto text2 = read_experiment_log(log2);

@@ -100,7 +100,7 @@ TEST_CASE("A time budget needs a first epoch whose learning rates do not depend 
 TEST_CASE("A time budget fixes the epoch count after the first epoch; the run is the one with that count",
           "[trainer][time_budget]") {
   test::TempDir dir;
-  const auto options = TrainerOptions::recommended().lr(5e-3).threads(2).seed(3);
+  const auto options = TrainerOptions::recommended().min_steps(0).lr(5e-3).threads(2).seed(3);
 
   SECTION("a budget the first epoch uses up: one epoch, the first of any longer run") {
     auto budget = train(TrainerOptions(options).epochs(4).time_budget_minutes(1e-9).run_dir((dir / "tiny").string()));
@@ -141,5 +141,53 @@ TEST_CASE("A time budget fixes the epoch count after the first epoch; the run is
     CHECK(resumed.planned == 3);
     CHECK_FALSE(resumed.result.interrupted);
     check_same_run(resumed, straight);
+  }
+}
+
+TEST_CASE("epochs_for_min_steps: the fewest epochs that make min_steps, never fewer than epochs",
+          "[trainer][min_steps]") {
+  CHECK(epochs_for_min_steps(10, 3000, 30) == 100);    // 2,000 images at batch 64
+  CHECK(epochs_for_min_steps(10, 3000, 29) == 104);    // rounded up: 104 x 29 = 3016
+  CHECK(epochs_for_min_steps(10, 3000, 938) == 10);    // Fashion-MNIST: epochs make more already
+  CHECK(epochs_for_min_steps(10, 0, 30) == 10);        // off
+  CHECK(epochs_for_min_steps(10, 3000, 0) == 10);      // no batches: nothing to raise
+  CHECK(TrainerOptions::recommended().min_steps() == 3000);
+  CHECK(TrainerOptions::reference().min_steps() == 0);  // the reference trains exactly its epochs
+  CHECK(TrainerOptions::from_json(TrainerOptions().min_steps(77).to_json()).min_steps() == 77);
+  CHECK_THROWS_WITH(TrainerOptions().min_steps(-1).validate(), Contains("min_steps"));
+}
+
+TEST_CASE("min_steps raises the epoch count of a small data set; the run is the one with that count",
+          "[trainer][min_steps]") {
+  test::TempDir dir;
+  const auto options = TrainerOptions::recommended().lr(5e-3).threads(2).seed(3);  // 2 batches per epoch
+
+  SECTION("7 steps of 2 per epoch: 4 epochs, as epochs(4) without min_steps, the schedule spanning them") {
+    auto raised = train(TrainerOptions(options).epochs(2).min_steps(7));
+    auto four = train(TrainerOptions(options).epochs(4).min_steps(0));
+    CHECK(raised.planned == 4);
+    check_same_run(raised, four);
+  }
+
+  SECTION("epochs that make enough steps already: unchanged") {
+    auto enough = train(TrainerOptions(options).epochs(3).min_steps(6));
+    CHECK(enough.planned == 3);
+    CHECK(enough.result.history.epochs().size() == 3);
+  }
+
+  SECTION("a resumed run arrives at the same count and ends as an uninterrupted one") {
+    const auto run_options = TrainerOptions(options).epochs(1).min_steps(5);  // 3 epochs
+    auto straight = train(run_options);
+    auto first = train(TrainerOptions(run_options).run_dir((dir / "resumed").string()), 0, /*stop_after=*/1);
+    CHECK(first.result.interrupted);
+    auto resumed = train(TrainerOptions(run_options).run_dir((dir / "resumed").string()), 0, 0, /*resume=*/true);
+    CHECK(resumed.planned == 3);
+    CHECK_FALSE(resumed.result.interrupted);
+    check_same_run(resumed, straight);
+  }
+
+  SECTION("with a time budget, the raised count is its maximum") {
+    auto budget = train(TrainerOptions(options).epochs(1).min_steps(6).time_budget_minutes(1e6));
+    CHECK(budget.planned == 3);
   }
 }

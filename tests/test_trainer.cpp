@@ -68,7 +68,7 @@ TEST_CASE("Trainer learns a small synthetic task far above chance", "[trainer]")
   TensorSource train(train_x, train_y, 32, true, 3);
   TensorSource test(test_x, test_y, 64, false);
   auto net = tiny_net();
-  Trainer trainer(net, TrainerOptions::recommended().epochs(4).lr(5e-3).threads(2));
+  Trainer trainer(net, TrainerOptions::recommended().min_steps(0).epochs(4).lr(5e-3).threads(2));
   auto result = trainer.fit(train, &test);
   REQUIRE(result.history.epochs().size() == 4);
   const auto& last = result.history.epochs().back();
@@ -92,7 +92,7 @@ TEST_CASE("On the CPU a standard-mode DenseNet trains on channels-last maps, as 
     torch::manual_seed(5);
     auto net = DenseNet(DenseNetOptions::densenet_bc(10, 4).num_classes(4).memory(memory));
     TensorSource train(train_x, train_y, 32, true, 3);
-    Trainer trainer(net, TrainerOptions::recommended().epochs(2).threads(2).channels_last(channels_last));
+    Trainer trainer(net, TrainerOptions::recommended().min_steps(0).epochs(2).threads(2).channels_last(channels_last));
     auto result = trainer.fit(train);
     return std::make_tuple(net, result.history.epochs().back().train_loss);
   };
@@ -163,7 +163,7 @@ TEST_CASE("An interrupted and resumed run ends with the weights of an uninterrup
   auto transform = data::compose({std::make_shared<data::RandomCrop>(12, 2),
                                   std::make_shared<data::RandomHorizontalFlip>(),
                                   std::make_shared<data::ToTensor>()});
-  auto options = TrainerOptions::recommended().epochs(3).threads(2).mixup_alpha(0.4).seed(9);
+  auto options = TrainerOptions::recommended().min_steps(0).epochs(3).threads(2).mixup_alpha(0.4).seed(9);
   auto run = [&](const fs::path& run_dir, int stop_after, bool resume) {
     data::ImageLoader train_loader(splits.train, transform, data::LoaderOptions().batch_size(8).seed(2).workers(2));
     data::ImageLoader test_loader(splits.test, std::make_shared<data::ToTensor>(),
@@ -218,7 +218,7 @@ TEST_CASE("A run stopped in the middle of an epoch resumes at the next batch and
   // and a moving average of the weights, which last.pt must carry too.
   const double ema = GENERATE(0.0, 0.9);
   CAPTURE(ema);
-  auto options = TrainerOptions::recommended().epochs(2).threads(2).mixup_alpha(0.4).seed(5).ema_decay(ema);
+  auto options = TrainerOptions::recommended().min_steps(0).epochs(2).threads(2).mixup_alpha(0.4).seed(5).ema_decay(ema);
   struct Stop {
     int64_t epoch, batch;
   };

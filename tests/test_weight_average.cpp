@@ -157,7 +157,7 @@ TEST_CASE("With ema_decay a run evaluates and keeps the moving average; last.pt 
   torch::manual_seed(11);
   DenseNet net(DenseNetOptions::densenet_bc(10, 4).num_classes(4));
   const double decay = 0.7;
-  Trainer trainer(net, TrainerOptions::recommended().epochs(3).threads(2).ema_decay(decay).run_dir(dir.path().string()));
+  Trainer trainer(net, TrainerOptions::recommended().min_steps(0).epochs(3).threads(2).ema_decay(decay).run_dir(dir.path().string()));
   // The reference average follows the trained weights after every step; at every epoch's end it
   // is what the epoch was evaluated with.
   std::optional<ReferenceAverage> reference;
@@ -196,11 +196,11 @@ TEST_CASE("With ema_decay a run evaluates and keeps the moving average; last.pt 
 
   // Resuming needs the options the run had: the average is there or not, as ema_decay says.
   DenseNet again(DenseNetOptions::densenet_bc(10, 4).num_classes(4));
-  Trainer without(again, TrainerOptions::recommended().epochs(4).threads(2).run_dir(dir.path().string()));
+  Trainer without(again, TrainerOptions::recommended().min_steps(0).epochs(4).threads(2).run_dir(dir.path().string()));
   REQUIRE_THROWS_WITH(without.resume(dir.path()), Contains("holds a moving average of the weights, but ema_decay is 0") &&
                                                       Contains("config.json"));
   test::TempDir plain;
-  Trainer(again, TrainerOptions::recommended().epochs(1).threads(2).run_dir(plain.path().string())).fit(train, &test);
-  Trainer with(again, TrainerOptions::recommended().epochs(2).threads(2).ema_decay(0.9).run_dir(plain.path().string()));
+  Trainer(again, TrainerOptions::recommended().min_steps(0).epochs(1).threads(2).run_dir(plain.path().string())).fit(train, &test);
+  Trainer with(again, TrainerOptions::recommended().min_steps(0).epochs(2).threads(2).ema_decay(0.9).run_dir(plain.path().string()));
   REQUIRE_THROWS_WITH(with.resume(plain.path()), Contains("holds no moving average of the weights, but ema_decay is 0.9"));
 }

@@ -156,6 +156,12 @@ class Train : public Command {
     auto options = trainer_flags_->apply(recipe == "reference" ? TrainerOptions::reference()
                                                        : TrainerOptions::recommended());
     options.min_lr(std::min(options.min_lr(), options.lr()));
+    // An epoch count given (on the command line or in a config file) is the count: the recipe's
+    // --min-steps raises only the default one, unless it is given too. A run recorded before
+    // --min-steps existed resumes with its count unchanged.
+    if (command->get_option("--epochs")->count() > 0 && command->get_option("--min-steps")->count() == 0) {
+      options.min_steps(0);
+    }
     if (!resume.empty()) {
       options.run_dir(resume);
     } else if (options.run_dir().empty()) {
@@ -278,7 +284,7 @@ class Train : public Command {
     auto& trainer = experiment.trainer();
     if (!resume.empty()) {
       experiment.resume();
-      fmt::print("resuming {} after epoch {} of {}\n", resume, trainer.completed_epochs(), trainer.planned_epochs());
+      fmt::print("resuming {} after epoch {} of {}\n", resume, trainer.completed_epochs(), experiment.planned_epochs());
     }
     std::fflush(stdout);
 

@@ -13,6 +13,7 @@
 #include "sedensenet/data/image.hpp"
 #include "sedensenet/data/split_record.hpp"
 #include "sedensenet/train/progress.hpp"
+#include "sedensenet/train/schedule.hpp"
 
 namespace sedensenet {
 
@@ -211,16 +212,28 @@ void Experiment::add_metadata(const nlohmann::json& extra) {
 
 void Experiment::resume() { trainer_->resume(trainer_->options().run_dir()); }
 
+int64_t Experiment::planned_epochs() {
+  if (trainer_->epochs_fixed_by_budget()) return trainer_->planned_epochs();
+  const int64_t world = trainer_->world_size();
+  if (world > 1) train_loader_->set_shard(trainer_->rank(), world);  // as fit() will: this rank's share
+  const auto& o = trainer_->options();
+  return epochs_for_min_steps(o.epochs(), o.min_steps(), train_loader_->batches_per_epoch());
+}
+
 TrainResult Experiment::fit() {
   const auto& options = trainer_->options();
   const int64_t world = trainer_->world_size();
-  if (world > 1) train_loader_->set_shard(trainer_->rank(), world);  // as fit() will: this rank's share
+  const int64_t epochs = planned_epochs();  // shards the loader first, as Trainer::fit will
   std::ostringstream plan;
   if (options.time_budget_minutes() > 0 && !trainer_->epochs_fixed_by_budget()) {
-    plan << "training: at most " << options.epochs() << " epochs, as many as fit " << options.time_budget_minutes()
+    plan << "training: at most " << epochs << " epochs, as many as fit " << options.time_budget_minutes()
          << " min at the pace of the first, ";
   } else {
-    plan << "training: " << trainer_->planned_epochs() << " epochs, ";
+    plan << "training: " << epochs << " epochs, ";
+  }
+  if (epochs > options.epochs() && !trainer_->epochs_fixed_by_budget()) {
+    plan << "raised from --epochs " << options.epochs() << " to make at least --min-steps " << options.min_steps()
+         << " steps on this small training set, ";
   }
   if (world > 1) {
     plan << "on " << world << " processes, " << train_loader_->batches_per_epoch() << " steps per epoch of "

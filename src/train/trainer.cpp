@@ -100,6 +100,9 @@ TrainResult Trainer::fit(BatchSource& train, BatchSource* test) {
                        (resumed_ ? static_cast<uint64_t>(state_.epoch) : 0u));
   }
   parallel_.start(train, test, *module_, /*keep_buffers=*/resumed_ && state_.batch > 0);
+  // On a small data set the epoch count rises to make options_.min_steps() steps; the count
+  // depends only on the options and the data's size, so a resumed run arrives at the same one.
+  options_.epochs(epochs_for_min_steps(options_.epochs(), options_.min_steps(), train.batches_per_epoch()));
   LearningRateSchedule schedule(options_, train.batches_per_epoch());
   schedule.set_epochs(planned_epochs());
   if (!state_.schedule.is_null()) schedule.from_json(state_.schedule);

@@ -165,6 +165,20 @@ contains "$work/out.txt" "so the run trains 1 of at most 3 epochs"
 python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-budget/history.csv')))) == 1" \
   || fail "time budget: history.csv should hold the one epoch that fit"
 
+# --min-steps: the recommended recipe's 3000 raise the default epoch count on a small folder; a
+# given --epochs is the count (config.json records min_steps 0), unless --min-steps is given too.
+expect_ok "train --help (min-steps)" "$tool" train --help
+contains "$work/out.txt" "--min-steps INT=3000"
+python3 -c "import json; assert json.load(open('$work/run/config.json'))['metadata']['cli']['min_steps'] == 0" \
+  || fail "--epochs given: config.json should record min_steps 0"
+images=$(find "$data/train" -type f | wc -l)
+steps=$(( (images + 31) / 32 + 1 ))  # one more than an epoch of batches of 32 makes
+expect_ok "min-steps" "$tool" train "$data" "${common[@]}" --epochs 1 --min-steps "$steps" \
+  --run-dir "$work/run-minsteps"
+contains "$work/out.txt" "training: 2 epochs, raised from --epochs 1 to make at least"
+python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-minsteps/history.csv')))) == 2" \
+  || fail "--min-steps $steps: history.csv should hold 2 epochs"
+
 # evaluate: metrics and confusion matrix, JSON output.
 expect_ok "evaluate" "$tool" evaluate --weights "$work/run/best.pt" "$data" --threads 2 --output "$work/eval.json"
 contains "$work/out.txt" "accuracy"

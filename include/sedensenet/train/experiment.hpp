@@ -65,6 +65,9 @@ class Experiment {
   void add_metadata(const nlohmann::json& extra);
   /// Continues the run whose last.pt is in the run folder (`TrainerOptions::run_dir`).
   void resume();
+  /// The epochs the run trains: `Trainer::planned_epochs`, with the count that
+  /// `TrainerOptions::min_steps` gives on this folder's training side already applied.
+  int64_t planned_epochs();
 
   /// Trains (`Trainer::fit`, with the test side evaluated after every epoch), then lists the files
   /// the loaders skipped, and warns when the best epoch is barely better than guessing (see

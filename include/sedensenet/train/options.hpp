@@ -99,6 +99,13 @@ inline ScheduleKind schedule_from_string(const std::string& s) {
 struct TrainerOptions {
   /// Passes over the training data, >= 1.
   TORCH_ARG(int64_t, epochs) = 10;
+  /// The fewest optimizer steps a run makes; 0 disables. When `epochs` passes over the training
+  /// data make fewer steps (a small folder: 2,000 images at batch 64 make 30 per epoch), `fit`
+  /// raises the epoch count to the fewest that make this many (`epochs_for_min_steps`), and the
+  /// schedule spans them. A model trained from scratch needs a few thousand steps whatever the
+  /// folder's size (docs/results.md, "Another data set"). The count depends only on the options
+  /// and the training data's size, so a resumed run arrives at the same one.
+  TORCH_ARG(int64_t, min_steps) = 0;
   /// Optimizer.
   TORCH_ARG(OptimizerKind, optimizer) = OptimizerKind::adam;
   /// Peak learning rate, > 0. Default 1e-4 (the reference's Adam).
@@ -182,7 +189,7 @@ struct TrainerOptions {
  public:
   /// The recipe this library recommends for training from scratch: AdamW with lr 2e-3, weight
   /// decay 0.05 (not on BatchNorm and biases), one epoch of warm-up then cosine decay, label
-  /// smoothing 0.1, gradient clipping at 5; the best epoch is the one with the best macro-F1, so
+  /// smoothing 0.1, gradient clipping at 5, at least 3,000 steps however small the data; the best epoch is the one with the best macro-F1, so
   /// that on unbalanced data a model that ignores the small classes is not the one kept.
   static TrainerOptions recommended() {
     return TrainerOptions()
@@ -194,6 +201,7 @@ struct TrainerOptions {
         .min_lr(1e-5)
         .label_smoothing(0.1)
         .grad_clip_norm(5.0)
+        .min_steps(3000)
         .best_metric(BestMetric::macro_f1);
   }
 
@@ -210,6 +218,7 @@ struct TrainerOptions {
     using schema::between;
     using T = TrainerOptions;
     visit("epochs", &T::epochs_, "passes over the training data", between(1, 100000));
+    visit("min_steps", &T::min_steps_, "train at least this many optimizer steps: on a small data set the epoch count is raised to the fewest that make them (0 = off)", between(0, 100000000));
     visit("optimizer", &T::optimizer_, "adam, adamw or sgd", any());
     visit("lr", &T::lr_, "peak learning rate", above(0));
     visit("momentum", &T::momentum_, "sgd: momentum", between(0, 1, false, true));
