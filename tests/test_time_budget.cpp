@@ -147,7 +147,9 @@ TEST_CASE("A time budget fixes the epoch count after the first epoch; the run is
 TEST_CASE("epochs_for_min_steps: the fewest epochs that make min_steps, never fewer than epochs",
           "[trainer][min_steps]") {
   CHECK(epochs_for_min_steps(10, 3000, 30) == 100);    // 2,000 images at batch 64
-  CHECK(epochs_for_min_steps(10, 3000, 29) == 104);    // rounded up: 104 x 29 = 3016
+  CHECK(epochs_for_min_steps(20, 3000, 29) == 104);    // rounded up: 104 x 29 = 3016
+  CHECK(epochs_for_min_steps(10, 3000, 29) == 100);    // at most 10 x epochs
+  CHECK(epochs_for_min_steps(10, 3000, 1) == 100);     // a handful of images: not 3,000 epochs
   CHECK(epochs_for_min_steps(10, 3000, 938) == 10);    // Fashion-MNIST: epochs make more already
   CHECK(epochs_for_min_steps(10, 0, 30) == 10);        // off
   CHECK(epochs_for_min_steps(10, 3000, 0) == 10);      // no batches: nothing to raise

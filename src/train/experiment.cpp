@@ -232,8 +232,11 @@ TrainResult Experiment::fit() {
     plan << "training: " << epochs << " epochs, ";
   }
   if (epochs > options.epochs() && !trainer_->epochs_fixed_by_budget()) {
-    plan << "raised from --epochs " << options.epochs() << " to make at least --min-steps " << options.min_steps()
-         << " steps on this small training set, ";
+    const int64_t steps = epochs * train_loader_->batches_per_epoch();
+    plan << "raised from --epochs " << options.epochs() << " by --min-steps " << options.min_steps() << " to make "
+         << steps << " steps on this small training set"
+         << (steps < options.min_steps() ? " (at most " + std::to_string(kMinStepsMaxEpochFactor) + " x --epochs)" : "")
+         << ", ";
   }
   if (world > 1) {
     plan << "on " << world << " processes, " << train_loader_->batches_per_epoch() << " steps per epoch of "

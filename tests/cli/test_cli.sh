@@ -175,7 +175,7 @@ images=$(find "$data/train" -type f | wc -l)
 steps=$(( (images + 31) / 32 + 1 ))  # one more than an epoch of batches of 32 makes
 expect_ok "min-steps" "$tool" train "$data" "${common[@]}" --epochs 1 --min-steps "$steps" \
   --run-dir "$work/run-minsteps"
-contains "$work/out.txt" "training: 2 epochs, raised from --epochs 1 to make at least"
+contains "$work/out.txt" "training: 2 epochs, raised from --epochs 1 by --min-steps"
 python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-minsteps/history.csv')))) == 2" \
   || fail "--min-steps $steps: history.csv should hold 2 epochs"
 

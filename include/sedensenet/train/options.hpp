@@ -101,8 +101,8 @@ struct TrainerOptions {
   TORCH_ARG(int64_t, epochs) = 10;
   /// The fewest optimizer steps a run makes; 0 disables. When `epochs` passes over the training
   /// data make fewer steps (a small folder: 2,000 images at batch 64 make 30 per epoch), `fit`
-  /// raises the epoch count to the fewest that make this many (`epochs_for_min_steps`), and the
-  /// schedule spans them. A model trained from scratch needs a few thousand steps whatever the
+  /// raises the epoch count to the fewest that make this many, at most 10 x `epochs`
+  /// (`epochs_for_min_steps`), and the schedule spans them. A model trained from scratch needs a few thousand steps whatever the
   /// folder's size (docs/results.md, "Another data set"). The count depends only on the options
   /// and the training data's size, so a resumed run arrives at the same one.
   TORCH_ARG(int64_t, min_steps) = 0;
@@ -218,7 +218,7 @@ struct TrainerOptions {
     using schema::between;
     using T = TrainerOptions;
     visit("epochs", &T::epochs_, "passes over the training data", between(1, 100000));
-    visit("min_steps", &T::min_steps_, "train at least this many optimizer steps: on a small data set the epoch count is raised to the fewest that make them (0 = off)", between(0, 100000000));
+    visit("min_steps", &T::min_steps_, "train at least this many optimizer steps: on a small data set the epoch count is raised to the fewest that make them, at most 10x (0 = off)", between(0, 100000000));
     visit("optimizer", &T::optimizer_, "adam, adamw or sgd", any());
     visit("lr", &T::lr_, "peak learning rate", above(0));
     visit("momentum", &T::momentum_, "sgd: momentum", between(0, 1, false, true));

@@ -105,12 +105,19 @@ inline int64_t epochs_within_budget(double budget_seconds, double first_epoch_se
   return fit >= static_cast<double>(max_epochs) ? max_epochs : static_cast<int64_t>(fit);
 }
 
+/// How many times `epochs` `TrainerOptions::min_steps` may raise the count to: a folder that needs
+/// more (fewer than about 1,900 images for 3,000 steps of 64 in 10 epochs) would evaluate and
+/// write checkpoints every few steps, and is too small to train from scratch well anyway.
+constexpr int64_t kMinStepsMaxEpochFactor = 10;
+
 /// The epochs a run trains before any time budget: `epochs`, raised when they make fewer than
-/// `min_steps` optimizer steps of `batches_per_epoch` to the fewest that make at least that many
-/// (`TrainerOptions::min_steps`; 0 leaves `epochs` as it is).
+/// `min_steps` optimizer steps of `batches_per_epoch` to the fewest that make at least that many,
+/// but to no more than `kMinStepsMaxEpochFactor` x `epochs` (`TrainerOptions::min_steps`; 0 leaves
+/// `epochs` as it is).
 inline int64_t epochs_for_min_steps(int64_t epochs, int64_t min_steps, int64_t batches_per_epoch) {
   if (min_steps <= 0 || batches_per_epoch <= 0) return epochs;
-  return std::max(epochs, (min_steps + batches_per_epoch - 1) / batches_per_epoch);
+  const int64_t needed = (min_steps + batches_per_epoch - 1) / batches_per_epoch;
+  return std::max(epochs, std::min(needed, kMinStepsMaxEpochFactor * epochs));
 }
 
 }  // namespace sedensenet
