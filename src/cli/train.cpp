@@ -131,6 +131,9 @@ class Train : public Command {
       return 2;
     }
 
+    // Which of the two were given on the command line, before a config file adds its values.
+    const auto given = [&](const char* flag) { return command->get_option(flag)->count() > 0; };
+    const bool epochs_on_command_line = given("--epochs"), min_steps_on_command_line = given("--min-steps");
     if (!resume.empty()) {
       const auto config = fs::path(resume) / "config.json";
       if (!fs::exists(config)) {
@@ -156,10 +159,11 @@ class Train : public Command {
     auto options = trainer_flags_->apply(recipe == "reference" ? TrainerOptions::reference()
                                                        : TrainerOptions::recommended());
     options.min_lr(std::min(options.min_lr(), options.lr()));
-    // An epoch count given (on the command line or in a config file) is the count: the recipe's
-    // --min-steps raises only the default one, unless it is given too. A run recorded before
-    // --min-steps existed resumes with its count unchanged.
-    if (command->get_option("--epochs")->count() > 0 && command->get_option("--min-steps")->count() == 0) {
+    // An epoch count given is the count: the recipe's --min-steps raises only the default one,
+    // unless --min-steps is given beside it (both on the command line, or both in a config file:
+    // `--resume RUN --epochs 50` trains 50, and a run recorded before --min-steps existed resumes
+    // with its count unchanged).
+    if ((epochs_on_command_line && !min_steps_on_command_line) || (given("--epochs") && !given("--min-steps"))) {
       options.min_steps(0);
     }
     if (!resume.empty()) {

@@ -178,6 +178,11 @@ expect_ok "min-steps" "$tool" train "$data" "${common[@]}" --epochs 1 --min-step
 contains "$work/out.txt" "training: 2 epochs, raised from --epochs 1 by --min-steps"
 python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-minsteps/history.csv')))) == 2" \
   || fail "--min-steps $steps: history.csv should hold 2 epochs"
+# That run's config.json with --epochs 1 on the command line: 1 epoch, its recorded --min-steps off.
+expect_ok "min-steps from a config, --epochs given" "$tool" train "$data" --config "$work/run-minsteps/config.json" \
+  --epochs 1 --run-dir "$work/run-minsteps-config"
+python3 -c "import csv; assert len(list(csv.DictReader(open('$work/run-minsteps-config/history.csv')))) == 1" \
+  || fail "--epochs 1 on the command line over a config's --min-steps: history.csv should hold 1 epoch"
 
 # evaluate: metrics and confusion matrix, JSON output.
 expect_ok "evaluate" "$tool" evaluate --weights "$work/run/best.pt" "$data" --threads 2 --output "$work/eval.json"
