@@ -242,7 +242,8 @@ TrainResult Experiment::fit() {
     plan << "on " << world << " processes, " << train_loader_->batches_per_epoch() << " steps per epoch of "
          << world << " x " << data_.batch_size() << " = " << world * data_.batch_size() << " images";
   } else {
-    plan << train_loader_->batches_per_epoch() << " batches of " << data_.batch_size() << " per epoch";
+    const int64_t batches = train_loader_->batches_per_epoch();
+    plan << batches << (batches == 1 ? " batch of " : " batches of ") << data_.batch_size() << " per epoch";
   }
   plan << ", " << at::get_num_threads() << (world > 1 ? " threads each" : " threads")
        << (options.run_dir().empty() ? std::string(", no run folder") : ", run folder " + options.run_dir());
