@@ -102,9 +102,10 @@ struct TrainerOptions {
   /// The fewest optimizer steps a run makes; 0 disables. When `epochs` passes over the training
   /// data make fewer steps (a small folder: 2,000 images at batch 64 make 30 per epoch), `fit`
   /// raises the epoch count to the fewest that make this many, at most 10 x `epochs`
-  /// (`epochs_for_min_steps`), and the schedule spans them. A model trained from scratch needs a few thousand steps whatever the
-  /// folder's size (docs/results.md, "Another data set"). The count depends only on the options
-  /// and the training data's size, so a resumed run arrives at the same one.
+  /// (`epochs_for_min_steps`), and the schedule spans them. A model trained from scratch needs a
+  /// few thousand steps whatever the folder's size (docs/results.md, "Another data set"). The
+  /// count depends only on the options and the training data's size, so a resumed run arrives at
+  /// the same one.
   TORCH_ARG(int64_t, min_steps) = 0;
   /// Optimizer.
   TORCH_ARG(OptimizerKind, optimizer) = OptimizerKind::adam;
@@ -189,8 +190,10 @@ struct TrainerOptions {
  public:
   /// The recipe this library recommends for training from scratch: AdamW with lr 2e-3, weight
   /// decay 0.05 (not on BatchNorm and biases), one epoch of warm-up then cosine decay, label
-  /// smoothing 0.1, gradient clipping at 5, at least 3,000 steps however small the data; the best epoch is the one with the best macro-F1, so
-  /// that on unbalanced data a model that ignores the small classes is not the one kept.
+  /// smoothing 0.1, gradient clipping at 5, at least 3,000 steps however small the data
+  /// (`min_steps`; set it to 0 to train exactly `epochs`); the best epoch is the one with the best
+  /// macro-F1, so that on unbalanced data a model that ignores the small classes is not the one
+  /// kept.
   static TrainerOptions recommended() {
     return TrainerOptions()
         .optimizer(OptimizerKind::adamw)

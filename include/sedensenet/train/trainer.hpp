@@ -153,8 +153,9 @@ class Trainer {
   /// (`request_stop`) in the middle of an epoch, or resumed from such a checkpoint.
   int64_t batches_into_epoch() const { return state_.batch; }
 
-  /// The epochs this run trains: `TrainerOptions::epochs`, or, with a time budget, the count fixed
-  /// when the first epoch ended (until then, `epochs`).
+  /// The epochs this run trains: `TrainerOptions::epochs` (raised by `min_steps` when `fit` starts
+  /// and knows the data's size; `Experiment::planned_epochs` knows it before), or, with a time
+  /// budget, the count fixed when the first epoch ended (until then, `epochs`).
   int64_t planned_epochs() const;
   /// Whether a time budget has fixed `planned_epochs`.
   bool epochs_fixed_by_budget() const { return state_.planned_epochs > 0; }
