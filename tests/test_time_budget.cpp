@@ -1,5 +1,6 @@
-// TrainerOptions::time_budget_minutes: the epoch count fixed after the first epoch, a run that
-// trains as one given that count would, and a resumed run that keeps the count.
+// The epoch count a run decides for itself. TrainerOptions::time_budget_minutes: the count fixed
+// after the first epoch, a run that trains as one given that count would, and a resumed run that
+// keeps the count. TrainerOptions::min_steps: the count raised on a small data set, the same way.
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
